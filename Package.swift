@@ -1,0 +1,119 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+  .swiftLanguageMode(.v6),
+  .enableUpcomingFeature("ExistentialAny"),
+]
+
+let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let grpcTransport = Target.Dependency.product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+
+let package = Package(
+  name: "jank",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "JankPlugin", targets: ["JankPlugin"]),
+    .executable(name: "jank-supervisor", targets: ["jank-supervisor"]),
+    .executable(name: "jankctl", targets: ["jankctl"]),
+    .executable(name: "hello-world", targets: ["hello-world"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+  ],
+  targets: [
+    // A JSON value type shared by every layer; knows nothing of gRPC or sockets.
+    .target(name: "JankJSON", swiftSettings: swiftSettings),
+
+    // Generated protobuf + gRPC code (scripts/generate-protos.sh) and JSON <-> google.protobuf.Value.
+    .target(
+      name: "JankProtocol",
+      dependencies: ["JankJSON", grpcCore, grpcProtobuf, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      swiftSettings: swiftSettings
+    ),
+
+    // The plugin SDK: implement `Plugin`, call `serve`.
+    .target(
+      name: "JankPlugin",
+      dependencies: ["JankProtocol", "CJankShim", grpcCore, grpcTransport, logging],
+      swiftSettings: swiftSettings
+    ),
+
+    // JSON-RPC 2.0 control channel over a Unix socket: types, server, client.
+    .target(
+      name: "JankControl",
+      dependencies: ["JankJSON", nioCore, nioPosix, logging],
+      swiftSettings: swiftSettings
+    ),
+
+    // Tiny C helpers for what must happen between fork and exec, and syscalls Swift cannot call.
+    .target(name: "CJankShim"),
+
+    // The engine: discovery, manifests, launcher, plugin client, supervision.
+    .target(
+      name: "JankSupervisorCore",
+      dependencies: [
+        "JankProtocol", "JankControl", "JankJSON", "CJankShim",
+        grpcCore, grpcTransport, nioCore, nioPosix, logging, lifecycle,
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    .executableTarget(
+      name: "jank-supervisor",
+      dependencies: ["JankSupervisorCore", "JankControl", argumentParser, logging, lifecycle],
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "jankctl",
+      dependencies: ["JankControl", "JankJSON", argumentParser],
+      swiftSettings: swiftSettings
+    ),
+
+    // Example plugin, built by the same package so the gRPC stack is compiled once.
+    .executableTarget(
+      name: "hello-world",
+      dependencies: ["JankPlugin"],
+      path: "plugins/hello-world/Sources/hello-world",
+      swiftSettings: swiftSettings
+    ),
+
+    .testTarget(
+      name: "JankProtocolTests",
+      dependencies: ["JankProtocol", "JankJSON"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "JankControlTests",
+      dependencies: ["JankControl", "JankJSON"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "JankSupervisorCoreTests",
+      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON"],
+      swiftSettings: swiftSettings
+    ),
+    // Real processes: the built binaries, sockets and signals.
+    .testTarget(
+      name: "JankIntegrationTests",
+      dependencies: [
+        "JankSupervisorCore", "JankControl", "JankJSON",
+        "jank-supervisor", "jankctl", "hello-world",
+      ],
+      swiftSettings: swiftSettings
+    ),
+  ]
+)

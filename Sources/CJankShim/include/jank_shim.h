@@ -1,0 +1,41 @@
+// What must happen between fork and exec, and syscalls Swift cannot call directly.
+#ifndef JANK_SHIM_H
+#define JANK_SHIM_H
+
+#include <sys/types.h>
+
+typedef struct {
+  int resource;                 // RLIMIT_* value
+  unsigned long long soft;      // RLIM_INFINITY for unlimited
+  unsigned long long hard;
+} jank_rlimit;
+
+typedef struct {
+  const char *path;             // absolute path of the executable
+  char *const *argv;            // NULL-terminated
+  char *const *envp;            // NULL-terminated
+  const char *cwd;              // working directory, or NULL
+  int stdin_fd, stdout_fd, stderr_fd;  // dup2'ed onto 0, 1, 2 (-1: /dev/null is the caller's job)
+  int new_process_group;        // setpgid(0, 0)
+  int parent_death_signal;      // PR_SET_PDEATHSIG, 0 for none
+  const jank_rlimit *rlimits;
+  int rlimit_count;
+  int cgroup_procs_fd;          // an open cgroup.procs to join before exec, or -1
+} jank_spawn_request;
+
+// Forks and execs. Returns the child's pid, or -errno if the child could not exec
+// (the child's errno is reported through a close-on-exec pipe, so a bad path or a
+// failed setrlimit is an error here, not a mysterious exit).
+// `failed_step` (may be NULL) receives a short name of the step that failed.
+pid_t jank_spawn(const jank_spawn_request *request, const char **failed_step);
+
+// prctl(PR_SET_PDEATHSIG, sig): prctl is variadic and not importable into Swift.
+int jank_set_parent_death_signal(int sig);
+
+// prctl(PR_GET_PDEATHSIG): the current parent-death signal, 0 if none, -1 on error.
+int jank_get_parent_death_signal(void);
+
+// pidfd_open(2): a descriptor that becomes readable when the process exits.
+int jank_pidfd_open(pid_t pid);
+
+#endif

@@ -1,0 +1,117 @@
+#define _GNU_SOURCE
+#include "jank_shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+// Reported by the child over the error pipe when a step fails.
+typedef struct { int step; int err; } child_failure;
+
+static const char *step_names[] = {
+  "ok", "setpgid", "prctl(PR_SET_PDEATHSIG)", "parent exited before exec", "dup2",
+  "chdir", "setrlimit", "join cgroup", "execve",
+};
+
+// Only async-signal-safe calls below: the parent is multi-threaded.
+static void child_fail(int pipe_fd, int step) {
+  child_failure f = { step, errno };
+  ssize_t ignored = write(pipe_fd, &f, sizeof f);
+  (void)ignored;
+  _exit(127);
+}
+
+static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
+  // Signal state is inherited across exec: start the plugin with defaults.
+  sigset_t all;
+  sigemptyset(&all);
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+  }
+  sigprocmask(SIG_SETMASK, &all, NULL);
+
+  if (r->new_process_group && setpgid(0, 0) != 0) child_fail(pipe_fd, 1);
+  if (r->parent_death_signal) {
+    if (prctl(PR_SET_PDEATHSIG, r->parent_death_signal) != 0) child_fail(pipe_fd, 2);
+    // The parent may have died between fork and prctl: then nobody would signal us.
+    if (getppid() != parent) { errno = ESRCH; child_fail(pipe_fd, 3); }
+  }
+  int fds[3] = { r->stdin_fd, r->stdout_fd, r->stderr_fd };
+  for (int i = 0; i < 3; i++) {
+    if (fds[i] >= 0 && fds[i] != i && dup2(fds[i], i) < 0) child_fail(pipe_fd, 4);
+  }
+  if (r->cwd && chdir(r->cwd) != 0) child_fail(pipe_fd, 5);
+  for (int i = 0; i < r->rlimit_count; i++) {
+    struct rlimit lim = { (rlim_t)r->rlimits[i].soft, (rlim_t)r->rlimits[i].hard };
+    if (setrlimit(r->rlimits[i].resource, &lim) != 0) child_fail(pipe_fd, 6);
+  }
+  if (r->cgroup_procs_fd >= 0) {
+    if (write(r->cgroup_procs_fd, "0", 1) != 1) child_fail(pipe_fd, 7);
+  }
+  // Nothing of the supervisor's (sockets, other plugins' pipes) may leak into the plugin.
+  syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  execve(r->path, r->argv, r->envp);
+  child_fail(pipe_fd, 8);
+}
+
+pid_t jank_spawn(const jank_spawn_request *r, const char **failed_step) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    if (failed_step) *failed_step = "pipe2";
+    return -errno;
+  }
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(p[0]);
+    close(p[1]);
+    if (failed_step) *failed_step = "fork";
+    return -err;
+  }
+  if (pid == 0) {
+    close(p[0]);
+    child(r, parent, p[1]);
+  }
+  close(p[1]);
+  child_failure f;
+  ssize_t n;
+  do { n = read(p[0], &f, sizeof f); } while (n < 0 && errno == EINTR);
+  close(p[0]);
+  if (n == (ssize_t)sizeof f) {
+    // The child failed before exec and exits 127; reap it here so it never lingers.
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (failed_step) *failed_step = step_names[f.step];
+    return -f.err;
+  }
+  return pid;
+}
+
+int jank_set_parent_death_signal(int sig) {
+  return prctl(PR_SET_PDEATHSIG, sig);
+}
+
+int jank_get_parent_death_signal(void) {
+  int sig = 0;
+  if (prctl(PR_GET_PDEATHSIG, &sig) != 0) return -1;
+  return sig;
+}
+
+int jank_pidfd_open(pid_t pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}

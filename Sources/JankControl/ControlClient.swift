@@ -1,0 +1,187 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+public import JankJSON
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A typed client of the control channel: one connection, many calls in flight on it
+/// (pipelined, matched by id). jankctl, jank-api and the tests all use this one client.
+public final class ControlClient: Sendable {
+  public let path: String
+  private let channel: any Channel
+  private let state: Mutex<State>
+
+  private struct State {
+    var nextID = 0
+    var pending: [Int: CheckedContinuation<Data, any Error>] = [:]
+    var closedReason: String?
+  }
+
+  /// Connects to the supervisor; a missing socket or refused connection is `.unavailable`
+  /// with a message that says how to start the supervisor.
+  public static func connect(path: String) async throws -> ControlClient {
+    let channel: any Channel
+    do {
+      channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(unixDomainSocketPath: path).get()
+    } catch {
+      throw ControlError(
+        .unavailable,
+        "cannot reach the supervisor at \(path) (\(Self.reason(error))); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket"
+      )
+    }
+    let client = ControlClient(path: path, channel: channel)
+    try await channel.eventLoop.submit {
+      try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: 256 << 20)))
+      try channel.pipeline.syncOperations.addHandler(ResponseHandler(client: client))
+    }.get()
+    return client
+  }
+
+  private init(path: String, channel: any Channel) {
+    self.path = path
+    self.channel = channel
+    self.state = Mutex(State())
+  }
+
+  deinit {
+    channel.close(promise: nil)
+  }
+
+  public func close() async {
+    try? await channel.close()
+  }
+
+  /// Calls a control method; a JSON-RPC error comes back as a thrown ``ControlError``.
+  public func call<Params, Result>(_ method: ControlMethod<Params, Result>, _ params: Params) async throws -> Result {
+    let response = try await send(method: method.name, params: params)
+    return try Self.decodeResult(Result.self, from: response)
+  }
+
+  /// Calls any method with untyped params and returns the untyped result (jankctl --json).
+  public func callRaw(method: String, params: JSONValue) async throws -> JSONValue {
+    let response = try await send(method: method, params: params)
+    return try Self.decodeResult(JSONValue.self, from: response)
+  }
+
+  private static func decodeResult<Result: Decodable>(_ type: Result.Type, from response: Data) throws -> Result {
+    let head = try ControlCoding.decoder.decode(JSONRPCResponseHead.self, from: response)
+    if let error = head.error { throw ControlError(error) }
+    do {
+      return try ControlCoding.decoder.decode(JSONRPCResult<Result>.self, from: response).result
+    } catch {
+      throw ControlError(.internal, "the supervisor's answer could not be read (\(ControlCoding.explain(error))); are jankctl and jank-supervisor the same version?")
+    }
+  }
+
+  private func send<Params: Encodable>(method: String, params: Params) async throws -> Data {
+    let id = state.withLock { state -> Int in
+      state.nextID += 1
+      return state.nextID
+    }
+    var line = try ControlCoding.encoder.encode(JSONRPCRequest(id: .number(id), method: method, params: params))
+    line.append(UInt8(ascii: "\n"))
+    let buffer = ByteBuffer(bytes: line)
+    return try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data, any Error>) in
+        let closed = state.withLock { state -> String? in
+          if let reason = state.closedReason { return reason }
+          if Task.isCancelled { return "cancelled" }
+          state.pending[id] = continuation
+          return nil
+        }
+        if let closed {
+          continuation.resume(throwing: ControlError(.unavailable, "connection to the supervisor at \(path) is closed (\(closed)); retry once it is back"))
+          return
+        }
+        channel.writeAndFlush(buffer).whenFailure { error in
+          self.finish(id: id, with: .failure(ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))")))
+        }
+      }
+    } onCancel: {
+      finish(id: id, with: .failure(CancellationError()))
+    }
+  }
+
+  fileprivate func finish(id: Int, with result: Result<Data, any Error>) {
+    let continuation = state.withLock { $0.pending.removeValue(forKey: id) }
+    continuation?.resume(with: result)
+  }
+
+  fileprivate func deliver(_ line: Data) {
+    guard let head = try? ControlCoding.decoder.decode(JSONRPCResponseHead.self, from: line) else { return }
+    switch head.id {
+    case .number(let id):
+      finish(id: id, with: .success(line))
+    default:
+      // An error without an id (parse error, refused peer) concerns every waiting call.
+      if let error = head.error { failAll(ControlError(error)) }
+    }
+  }
+
+  fileprivate func failAll(_ error: any Error, closing reason: String? = nil) {
+    let waiting = state.withLock { state -> [CheckedContinuation<Data, any Error>] in
+      if let reason { state.closedReason = reason }
+      defer { state.pending = [:] }
+      return Array(state.pending.values)
+    }
+    for continuation in waiting { continuation.resume(throwing: error) }
+  }
+
+  /// Whether something accepts connections at `path` (used to tell a live socket from a stale one).
+  static func canConnect(path: String) -> Bool {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { Glibc.close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      raw.copyBytes(from: bytes)
+    }
+    let result = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    return result == 0
+  }
+
+  private static func reason(_ error: any Error) -> String {
+    if let error = error as? IOError { return error.description }
+    return "\(error)"
+  }
+}
+
+private final class ResponseHandler: ChannelInboundHandler, Sendable {
+  typealias InboundIn = LineFrame
+
+  let client: ControlClient
+
+  init(client: ControlClient) {
+    self.client = client
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if case .line(let buffer) = unwrapInboundIn(data) {
+      client.deliver(Data(buffer.readableBytesView))
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    client.failAll(
+      ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back"),
+      closing: "closed by the supervisor")
+    context.fireChannelInactive()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    context.close(promise: nil)
+  }
+}

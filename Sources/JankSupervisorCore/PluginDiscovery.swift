@@ -1,0 +1,107 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Glibc
+public import JankControl
+
+/// A plugin folder under the plugins directory, read and checked.
+public struct DiscoveredPlugin: Sendable {
+  public var directory: String
+  public var manifest: PluginManifest?
+  public var problems: [String]
+  public var status: PluginStatus
+
+  /// Absolute path of the binary, once validated to stay inside the folder.
+  public var binaryPath: String? {
+    manifest.map { directory + "/" + $0.binary }
+  }
+
+  public var info: PluginDiscoveryInfo {
+    PluginDiscoveryInfo(
+      id: manifest?.id, name: manifest?.name, version: manifest?.version, type: manifest?.type,
+      directory: directory, status: status, problems: problems)
+  }
+}
+
+/// Finds `plugins/*/plugin.json` and classifies each folder (design §5).
+public enum PluginDiscovery {
+  public static func scan(pluginsDirectory: String) -> [DiscoveredPlugin] {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: pluginsDirectory) else { return [] }
+    var found = names.sorted().compactMap { name -> DiscoveredPlugin? in
+      guard !name.hasPrefix(".") else { return nil }
+      let directory = pluginsDirectory + "/" + name
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+      return inspect(directory: directory)
+    }
+    // Two folders claiming one id would make every call ambiguous: both are incomplete.
+    let ids = found.compactMap { $0.manifest?.id }
+    let duplicated = Set(ids.filter { id in ids.filter { $0 == id }.count > 1 })
+    for index in found.indices {
+      if let id = found[index].manifest?.id, duplicated.contains(id) {
+        found[index].problems.append("id '\(id)' is declared by more than one plugin folder; give each plugin its own id")
+        found[index].status = .incomplete
+      }
+    }
+    return found
+  }
+
+  public static func inspect(directory: String) -> DiscoveredPlugin {
+    let manifestPath = directory + "/plugin.json"
+    guard let data = FileManager.default.contents(atPath: manifestPath) else {
+      return DiscoveredPlugin(directory: directory, manifest: nil, problems: ["plugin.json is missing"], status: .incomplete)
+    }
+    guard data.count <= 1 << 20 else {
+      return DiscoveredPlugin(directory: directory, manifest: nil, problems: ["plugin.json is larger than 1 MiB"], status: .incomplete)
+    }
+    let manifest: PluginManifest
+    do {
+      manifest = try PluginManifest.parse(data)
+    } catch {
+      return DiscoveredPlugin(directory: directory, manifest: nil, problems: error.problems, status: .incomplete)
+    }
+    var problems: [String] = []
+    let binaryPath = directory + "/" + manifest.binary
+    if let escape = symlinkEscape(path: binaryPath, root: directory) {
+      problems.append("binary '\(manifest.binary)' \(escape)")
+      return DiscoveredPlugin(directory: directory, manifest: nil, problems: problems, status: .incomplete)
+    }
+    if access(binaryPath, X_OK) == 0 {
+      return DiscoveredPlugin(directory: directory, manifest: manifest, problems: [], status: .available)
+    }
+    if BuildPlan.plan(for: manifest, directory: directory) != nil {
+      return DiscoveredPlugin(
+        directory: directory, manifest: manifest,
+        problems: ["binary '\(manifest.binary)' is not built yet; it is built on register or start"], status: .sourceOnly)
+    }
+    problems.append("binary '\(manifest.binary)' is missing or not executable, and there is no build (add \"build\" to plugin.json or a Package.swift)")
+    return DiscoveredPlugin(directory: directory, manifest: manifest, problems: problems, status: .incomplete)
+  }
+
+  /// Why `path` resolves outside `root` through a symlink, or nil when it stays inside
+  /// (or does not exist yet: it will be created inside by the build).
+  static func symlinkEscape(path: String, root: String) -> String? {
+    guard let realRoot = realPath(root) else { return "cannot be checked: the plugin folder is unreadable" }
+    // Resolve the longest existing prefix: a dangling link to /etc is still an escape.
+    var candidate = path
+    while realPath(candidate) == nil {
+      var info = stat()
+      if lstat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
+        return "is a symlink that points outside the plugin folder or nowhere"
+      }
+      guard let slash = candidate.lastIndex(of: "/"), slash > candidate.startIndex else { return nil }
+      candidate = String(candidate[..<slash])
+    }
+    guard let resolved = realPath(candidate) else { return nil }
+    if resolved == realRoot || resolved.hasPrefix(realRoot + "/") { return nil }
+    return "resolves to \(resolved), outside the plugin folder"
+  }
+
+  static func realPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
+  }
+}

@@ -1,0 +1,121 @@
+import CJankShim
+import Foundation
+import Glibc
+import Synchronization
+
+/// How a child process ended.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+  case exited(Int32)
+  case signaled(Int32)
+
+  public var description: String {
+    switch self {
+    case .exited(let code): "exited with code \(code)"
+    case .signaled(let signal): "killed by signal \(signal) (\(Self.signalName(signal)))"
+    }
+  }
+
+  static func signalName(_ signal: Int32) -> String {
+    guard let name = strsignal(signal) else { return "SIG\(signal)" }
+    return String(cString: name)
+  }
+}
+
+/// Reaps our own children, and only them: one pidfd per child, watched by one epoll thread.
+/// (A `waitpid(-1)` loop would steal the exit status of processes other libraries spawn.)
+public final class ProcessReaper: Sendable {
+  public static let shared = ProcessReaper()
+
+  private struct Watch {
+    var pidfd: Int32
+    var waiters: [CheckedContinuation<ExitStatus, Never>] = []
+  }
+
+  private struct State {
+    var watches: [pid_t: Watch] = [:]
+    var exited: [pid_t: ExitStatus] = [:]
+  }
+
+  private let epollFD: Int32
+  private let state = Mutex(State())
+
+  private init() {
+    epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+    precondition(epollFD >= 0, "epoll_create1 failed: \(errno)")
+    let thread = Thread { [self] in loop() }
+    thread.start()
+  }
+
+  /// Starts watching a freshly spawned child. Must be called before anyone waits on it.
+  public func watch(pid: pid_t) {
+    let pidfd = jank_pidfd_open(pid)
+    if pidfd < 0 {
+      // Only possible if the pid is already gone, which cannot happen for an unreaped child.
+      reap(pid: pid, pidfd: -1)
+      return
+    }
+    _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC)
+    state.withLock { $0.watches[pid] = Watch(pidfd: pidfd) }
+    var event = epoll_event()
+    event.events = EPOLLIN.rawValue
+    event.data.u64 = UInt64(UInt32(bitPattern: pid))
+    epoll_ctl(epollFD, EPOLL_CTL_ADD, pidfd, &event)
+  }
+
+  /// Waits for the child to exit (returns at once if it already did).
+  public func waitForExit(pid: pid_t) async -> ExitStatus {
+    await withCheckedContinuation { continuation in
+      let done = state.withLock { state -> ExitStatus? in
+        if let status = state.exited[pid] { return status }
+        if state.watches[pid] != nil {
+          state.watches[pid]!.waiters.append(continuation)
+          return nil
+        }
+        return .exited(-1)  // not ours, or never watched
+      }
+      if let done { continuation.resume(returning: done) }
+    }
+  }
+
+  /// Forgets a reaped child's status once nobody will ask again.
+  public func forget(pid: pid_t) {
+    _ = state.withLock { $0.exited.removeValue(forKey: pid) }
+  }
+
+  private func loop() {
+    var events = [epoll_event](repeating: epoll_event(), count: 64)
+    while true {
+      let n = epoll_wait(epollFD, &events, Int32(events.count), -1)
+      if n < 0 { continue }  // EINTR
+      for i in 0..<Int(n) {
+        let pid = pid_t(bitPattern: UInt32(truncatingIfNeeded: events[i].data.u64))
+        let pidfd = state.withLock { $0.watches[pid]?.pidfd ?? -1 }
+        reap(pid: pid, pidfd: pidfd)
+      }
+    }
+  }
+
+  private func reap(pid: pid_t, pidfd: Int32) {
+    var status: Int32 = 0
+    var result: pid_t
+    repeat { result = waitpid(pid, &status, 0) } while result < 0 && errno == EINTR
+    let exit: ExitStatus
+    if result < 0 {
+      exit = .exited(-1)
+    } else if (status & 0x7f) == 0 {
+      exit = .exited((status >> 8) & 0xff)
+    } else {
+      exit = .signaled(status & 0x7f)
+    }
+    if pidfd >= 0 {
+      epoll_ctl(epollFD, EPOLL_CTL_DEL, pidfd, nil)
+      close(pidfd)
+    }
+    let waiters = state.withLock { state -> [CheckedContinuation<ExitStatus, Never>] in
+      let waiters = state.watches.removeValue(forKey: pid)?.waiters ?? []
+      state.exited[pid] = exit
+      return waiters
+    }
+    for waiter in waiters { waiter.resume(returning: exit) }
+  }
+}

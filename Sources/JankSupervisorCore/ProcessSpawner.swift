@@ -1,0 +1,109 @@
+import CJankShim
+import Glibc
+
+/// What to run and how: everything the exec shim applies between fork and exec.
+public struct SpawnRequest: Sendable {
+  public var executable: String
+  public var arguments: [String] = []
+  public var environment: [String: String] = [:]
+  public var workingDirectory: String?
+  /// setpgid(0, 0): the plugin and its children can be signalled as one group.
+  public var newProcessGroup = true
+  /// The child gets SIGKILL when the supervisor dies.
+  public var parentDeathSignal: Int32 = SIGKILL
+  public var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64)] = []
+
+  public init(executable: String) {
+    self.executable = executable
+  }
+}
+
+public struct SpawnError: Error, CustomStringConvertible, Sendable {
+  public var executable: String
+  public var step: String
+  public var errno: Int32
+
+  public var description: String {
+    "could not start \(executable): \(step) failed: \(String(cString: strerror(errno)))"
+  }
+}
+
+/// A child with pipes for its stdout and stderr (both read ends owned by the caller).
+public struct SpawnedProcess: Sendable {
+  public var pid: pid_t
+  public var stdout: Int32
+  public var stderr: Int32
+}
+
+/// Spawns children through the C exec shim (fork, then only async-signal-safe calls).
+public enum ProcessSpawner {
+  public static func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
+    var outPipe: [Int32] = [-1, -1]
+    var errPipe: [Int32] = [-1, -1]
+    guard pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SpawnError(executable: request.executable, step: "pipe2", errno: errno) }
+    guard pipe2(&errPipe, O_CLOEXEC) == 0 else {
+      let error = errno
+      close(outPipe[0]); close(outPipe[1])
+      throw SpawnError(executable: request.executable, step: "pipe2", errno: error)
+    }
+    let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+    defer {
+      close(outPipe[1]); close(errPipe[1])
+      if devNull >= 0 { close(devNull) }
+    }
+
+    // Everything the child needs is prepared before fork: no allocation after it.
+    let argv = CStringArray([request.executable] + request.arguments)
+    let envp = CStringArray(request.environment.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value)" })
+    let limits = request.rlimits.map { jank_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
+
+    var failedStep: UnsafePointer<CChar>?
+    let pid: pid_t = request.executable.withCString { path in
+      (request.workingDirectory ?? ".").withCString { cwd in
+        limits.withUnsafeBufferPointer { limitBuffer in
+          var spawn = jank_spawn_request()
+          spawn.path = path
+          spawn.argv = argv.pointer
+          spawn.envp = envp.pointer
+          spawn.cwd = request.workingDirectory == nil ? nil : cwd
+          spawn.stdin_fd = devNull
+          spawn.stdout_fd = outPipe[1]
+          spawn.stderr_fd = errPipe[1]
+          spawn.new_process_group = request.newProcessGroup ? 1 : 0
+          spawn.parent_death_signal = request.parentDeathSignal
+          spawn.rlimits = limitBuffer.baseAddress
+          spawn.rlimit_count = Int32(limitBuffer.count)
+          spawn.cgroup_procs_fd = -1
+          return jank_spawn(&spawn, &failedStep)
+        }
+      }
+    }
+    guard pid > 0 else {
+      close(outPipe[0]); close(errPipe[0])
+      let step = failedStep.map { String(cString: $0) } ?? "spawn"
+      throw SpawnError(executable: request.executable, step: step, errno: -pid)
+    }
+    ProcessReaper.shared.watch(pid: pid)
+    return SpawnedProcess(pid: pid, stdout: outPipe[0], stderr: errPipe[0])
+  }
+}
+
+/// A NULL-terminated `char *const *` that lives as long as this value.
+final class CStringArray {
+  let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+
+  init(_ strings: [String]) {
+    pointer = .allocate(capacity: strings.count + 1)
+    for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
+    pointer[strings.count] = nil
+  }
+
+  deinit {
+    var i = 0
+    while let s = pointer[i] {
+      free(s)
+      i += 1
+    }
+    pointer.deallocate()
+  }
+}
