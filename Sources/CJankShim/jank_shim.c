@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -114,4 +115,34 @@ int jank_get_parent_death_signal(void) {
 
 int jank_pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int jank_epoll_create(void) {
+  return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int jank_epoll_watch_pidfd(int epoll_fd, int pidfd, pid_t pid) {
+  struct epoll_event event;
+  memset(&event, 0, sizeof event);
+  event.events = EPOLLIN;
+  event.data.u64 = (unsigned long long)(unsigned int)pid;
+  return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, pidfd, &event);
+}
+
+int jank_epoll_unwatch(int epoll_fd, int fd) {
+  return epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+int jank_epoll_wait_pids(int epoll_fd, pid_t *pids, int max) {
+  struct epoll_event events[64];
+  if (max > 64) max = 64;
+  int n;
+  do { n = epoll_wait(epoll_fd, events, max, -1); } while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  for (int i = 0; i < n; i++) pids[i] = (pid_t)(unsigned int)events[i].data.u64;
+  return n;
+}
+
+int jank_pipe_cloexec(int fds[2]) {
+  return pipe2(fds, O_CLOEXEC);
 }

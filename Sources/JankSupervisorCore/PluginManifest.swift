@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 public import JankJSON
 
 /// A validated plugin.json (design §4). Unknown fields are kept in `raw` and ignored.

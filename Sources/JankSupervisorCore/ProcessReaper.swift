@@ -40,7 +40,7 @@ public final class ProcessReaper: Sendable {
   private let state = Mutex(State())
 
   private init() {
-    epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+    epollFD = jank_epoll_create()
     precondition(epollFD >= 0, "epoll_create1 failed: \(errno)")
     let thread = Thread { [self] in loop() }
     thread.start()
@@ -56,10 +56,7 @@ public final class ProcessReaper: Sendable {
     }
     _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC)
     state.withLock { $0.watches[pid] = Watch(pidfd: pidfd) }
-    var event = epoll_event()
-    event.events = EPOLLIN.rawValue
-    event.data.u64 = UInt64(UInt32(bitPattern: pid))
-    epoll_ctl(epollFD, EPOLL_CTL_ADD, pidfd, &event)
+    _ = jank_epoll_watch_pidfd(epollFD, pidfd, pid)
   }
 
   /// Waits for the child to exit (returns at once if it already did).
@@ -83,12 +80,11 @@ public final class ProcessReaper: Sendable {
   }
 
   private func loop() {
-    var events = [epoll_event](repeating: epoll_event(), count: 64)
+    var pids = [pid_t](repeating: 0, count: 64)
     while true {
-      let n = epoll_wait(epollFD, &events, Int32(events.count), -1)
-      if n < 0 { continue }  // EINTR
-      for i in 0..<Int(n) {
-        let pid = pid_t(bitPattern: UInt32(truncatingIfNeeded: events[i].data.u64))
+      let n = jank_epoll_wait_pids(epollFD, &pids, Int32(pids.count))
+      if n < 0 { continue }
+      for pid in pids.prefix(Int(n)) {
         let pidfd = state.withLock { $0.watches[pid]?.pidfd ?? -1 }
         reap(pid: pid, pidfd: pidfd)
       }
@@ -108,7 +104,7 @@ public final class ProcessReaper: Sendable {
       exit = .signaled(status & 0x7f)
     }
     if pidfd >= 0 {
-      epoll_ctl(epollFD, EPOLL_CTL_DEL, pidfd, nil)
+      _ = jank_epoll_unwatch(epollFD, pidfd)
       close(pidfd)
     }
     let waiters = state.withLock { state -> [CheckedContinuation<ExitStatus, Never>] in

@@ -40,8 +40,8 @@ public enum ProcessSpawner {
   public static func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
     var outPipe: [Int32] = [-1, -1]
     var errPipe: [Int32] = [-1, -1]
-    guard pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SpawnError(executable: request.executable, step: "pipe2", errno: errno) }
-    guard pipe2(&errPipe, O_CLOEXEC) == 0 else {
+    guard jank_pipe_cloexec(&outPipe) == 0 else { throw SpawnError(executable: request.executable, step: "pipe2", errno: errno) }
+    guard jank_pipe_cloexec(&errPipe) == 0 else {
       let error = errno
       close(outPipe[0]); close(outPipe[1])
       throw SpawnError(executable: request.executable, step: "pipe2", errno: error)
@@ -63,8 +63,8 @@ public enum ProcessSpawner {
         limits.withUnsafeBufferPointer { limitBuffer in
           var spawn = jank_spawn_request()
           spawn.path = path
-          spawn.argv = argv.pointer
-          spawn.envp = envp.pointer
+          spawn.argv = UnsafePointer(argv.pointer)
+          spawn.envp = UnsafePointer(envp.pointer)
           spawn.cwd = request.workingDirectory == nil ? nil : cwd
           spawn.stdin_fd = devNull
           spawn.stdout_fd = outPipe[1]

@@ -38,4 +38,14 @@ int jank_get_parent_death_signal(void);
 // pidfd_open(2): a descriptor that becomes readable when the process exits.
 int jank_pidfd_open(pid_t pid);
 
+// pipe2(fds, O_CLOEXEC): pipe2 needs _GNU_SOURCE, hidden from Swift's Glibc.
+int jank_pipe_cloexec(int fds[2]);
+
+// An epoll set of pidfds, keyed by pid (epoll_event is packed and awkward from Swift).
+int jank_epoll_create(void);
+int jank_epoll_watch_pidfd(int epoll_fd, int pidfd, pid_t pid);
+int jank_epoll_unwatch(int epoll_fd, int fd);
+// Blocks until at least one watched process exited; fills `pids`, returns how many (or -errno).
+int jank_epoll_wait_pids(int epoll_fd, pid_t *pids, int max);
+
 #endif

@@ -1,0 +1,161 @@
+import Foundation
+import Glibc
+import JankControl
+import Logging
+
+/// How a plugin is built: plugin.json `build`, else detected from the folder.
+public struct BuildPlan: Sendable, Equatable {
+  public var command: [String]
+  /// Relative to the plugin folder: where the build leaves the binary (nil: at `binary`).
+  public var output: String?
+
+  public static func plan(for manifest: PluginManifest, directory: String) -> BuildPlan? {
+    if let build = manifest.build {
+      return BuildPlan(command: build.command, output: build.output)
+    }
+    let exists = { (name: String) in FileManager.default.fileExists(atPath: directory + "/" + name) }
+    let product = (manifest.binary as NSString).lastPathComponent
+    if exists("Package.swift") {
+      return BuildPlan(command: ["swift", "build", "-c", "release", "--product", product], output: ".build/release/\(product)")
+    }
+    if exists("go.mod") || exists("main.go") {
+      return BuildPlan(command: ["go", "build", "-o", manifest.binary, "."], output: nil)
+    }
+    if exists("Makefile") {
+      return BuildPlan(command: ["make"], output: nil)
+    }
+    return nil
+  }
+}
+
+public struct BuildFailure: Error, Sendable, CustomStringConvertible {
+  public var summary: String
+  public var logTail: [String]
+
+  public var description: String {
+    logTail.isEmpty ? summary : summary + "; last lines of the build log:\n" + logTail.joined(separator: "\n")
+  }
+}
+
+/// Runs build commands, one at a time by default, with a timeout, keeping the log.
+public actor Builder {
+  private let logDirectory: String
+  private let timeout: Duration
+  private let logger: Logger
+  private var busy = false
+  private var waiters: [CheckedContinuation<Void, Never>] = []
+
+  public init(logDirectory: String, timeout: Duration = .seconds(900), logger: Logger) {
+    self.logDirectory = logDirectory
+    self.timeout = timeout
+    self.logger = logger
+  }
+
+  /// Builds the plugin's binary; returns the build log, throws BuildFailure with its tail.
+  public func build(id: String, manifest: PluginManifest, directory: String) async throws -> String {
+    guard let plan = BuildPlan.plan(for: manifest, directory: directory) else {
+      throw BuildFailure(summary: "no way to build \(id): add \"build\" to plugin.json, or a Package.swift, go.mod or Makefile", logTail: [])
+    }
+    await acquire()
+    defer { release() }
+    try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+    let logPath = logDirectory + "/\(id).build.log"
+    logger.info("building plugin", metadata: ["plugin_id": "\(id)", "command": "\(plan.command.joined(separator: " "))"])
+    let status = try await run(plan.command, in: directory, logPath: logPath)
+    let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    let tail = Array(log.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).map(String.init))
+    switch status {
+    case .some(.exited(0)):
+      break
+    case .some(let status):
+      throw BuildFailure(summary: "build of \(id) failed (`\(plan.command.joined(separator: " "))` \(status))", logTail: tail)
+    case .none:
+      throw BuildFailure(summary: "build of \(id) took longer than \(timeout) and was stopped", logTail: tail)
+    }
+    let binary = directory + "/" + manifest.binary
+    if let output = plan.output {
+      let source = directory + "/" + output
+      guard FileManager.default.fileExists(atPath: source) else {
+        throw BuildFailure(summary: "build of \(id) succeeded but left no file at \(output)", logTail: tail)
+      }
+      try FileManager.default.createDirectory(atPath: (binary as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+      // Copy then rename: a running old binary is never half-overwritten.
+      let temporary = binary + ".jank-new"
+      try? FileManager.default.removeItem(atPath: temporary)
+      try FileManager.default.copyItem(atPath: source, toPath: temporary)
+      chmod(temporary, 0o755)
+      guard rename(temporary, binary) == 0 else {
+        throw BuildFailure(summary: "could not install the built binary at \(manifest.binary): \(String(cString: strerror(errno)))", logTail: tail)
+      }
+    }
+    guard access(binary, X_OK) == 0 else {
+      throw BuildFailure(summary: "build of \(id) succeeded but \(manifest.binary) is not an executable file", logTail: tail)
+    }
+    return log
+  }
+
+  /// nil when the timeout stopped the build.
+  private func run(_ command: [String], in directory: String, logPath: String) async throws -> ExitStatus? {
+    guard let program = command.first, let executable = Self.which(program) else {
+      throw BuildFailure(summary: "build command '\(command.first ?? "")' was not found on PATH", logTail: [])
+    }
+    var request = SpawnRequest(executable: executable)
+    request.arguments = Array(command.dropFirst())
+    request.workingDirectory = directory
+    request.environment = ProcessInfo.processInfo.environment.filter { key, _ in
+      !key.hasPrefix("NOTIFY_SOCKET") && !key.hasPrefix("WATCHDOG_") && !key.hasPrefix("LISTEN_")
+    }
+    request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
+    let process = try ProcessSpawner.spawn(request)
+    FileManager.default.createFile(atPath: logPath, contents: nil)
+    let log = FileHandle(forWritingAtPath: logPath)
+    let sink: @Sendable (String) -> Void = { line in log?.write(Data((line + "\n").utf8)) }
+    try await OutputReader.start(fd: process.stdout, onLine: sink, onEnd: {})
+    try await OutputReader.start(fd: process.stderr, onLine: sink, onEnd: {})
+    let timeout = self.timeout
+    let status = await withTaskGroup(of: ExitStatus?.self) { group in
+      group.addTask { await ProcessReaper.shared.waitForExit(pid: process.pid) }
+      group.addTask {
+        try? await Task.sleep(for: timeout)
+        return nil
+      }
+      let first = await group.next()!
+      if first == nil {
+        kill(-process.pid, SIGKILL)
+        _ = await group.next()
+      }
+      group.cancelAll()
+      return first
+    }
+    ProcessReaper.shared.forget(pid: process.pid)
+    try? await Task.sleep(for: .milliseconds(50))  // let the readers flush the last lines
+    try? log?.close()
+    return status
+  }
+
+  static func which(_ program: String) -> String? {
+    if program.contains("/") { return program }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    for dir in path.split(separator: ":") {
+      let candidate = "\(dir)/\(program)"
+      if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return nil
+  }
+
+  private func acquire() async {
+    if !busy {
+      busy = true
+      return
+    }
+    await withCheckedContinuation { waiters.append($0) }
+  }
+
+  private func release() {
+    if waiters.isEmpty {
+      busy = false
+    } else {
+      waiters.removeFirst().resume()
+    }
+  }
+}

@@ -1,0 +1,150 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import JankControl
+import JankJSON
+import JankProtocol
+import SwiftProtobuf
+
+/// The supervisor's side of one plugin process. gRPC is one implementation; a negotiated
+/// framed transport can be another behind the same protocol.
+protocol PluginConnection: Sendable {
+  var transportName: String { get }
+  /// Fails with a ControlError: `.pluginError` (the plugin's own error), `.timeout`, `.unavailable`.
+  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue]
+  /// `true` when the plugin answers "healthy" in time.
+  func healthCheck(timeout: Duration) async -> Bool
+  /// Asks the plugin to exit; returns once it acknowledged or gave up within `timeout`.
+  func shutdown(timeout: Duration) async
+  func close()
+}
+
+/// go-plugin over gRPC on a Unix socket (or loopback TCP).
+final class GRPCPluginConnection: PluginConnection {
+  let transportName = "grpc"
+  private let client: GRPCClient<HTTP2ClientTransport.Posix>
+  private let runner: Task<Void, Never>
+  private let streams: Task<Void, Never>
+
+  /// Connects and confirms the plugin serves: `grpc.health.v1` must report `plugin` as
+  /// SERVING before `deadline`.
+  static func connect(handshake: HandshakeLine, deadline: ContinuousClock.Instant) async throws -> GRPCPluginConnection {
+    let target: any ResolvableTarget =
+      handshake.network == "unix"
+      ? .unixDomainSocket(path: handshake.address)
+      : .dns(host: String(handshake.address.split(separator: ":").dropLast().joined(separator: ":")), port: Int(handshake.address.split(separator: ":").last ?? "") ?? 0)
+    let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: .plaintext)
+    let client = GRPCClient(transport: transport)
+    let runner = Task { _ = try? await client.runConnections() }
+    let health = Grpc_Health_V1_Health.Client(wrapping: client)
+    var lastError: (any Error)?
+    while ContinuousClock.now < deadline {
+      do {
+        var options = CallOptions.defaults
+        options.timeout = min(.seconds(5), deadline - .now)
+        var request = Grpc_Health_V1_HealthCheckRequest()
+        request.service = Handshake.healthService
+        options.waitForReady = true
+        let response = try await health.check(request, options: options)
+        if response.status == .serving {
+          lastError = nil
+          break
+        }
+        lastError = ControlError(.unavailable, "health service reports \(response.status) for '\(Handshake.healthService)'")
+      } catch {
+        lastError = error
+      }
+      try? await Task.sleep(for: .milliseconds(20))
+    }
+    if let lastError {
+      client.beginGracefulShutdown()
+      runner.cancel()
+      throw ControlError(.unavailable, "plugin did not report healthy over gRPC at \(handshake.address): \(Self.describe(lastError))")
+    }
+    let streams = Task { await Self.holdGoPluginStreams(client) }
+    return GRPCPluginConnection(client: client, runner: runner, streams: streams)
+  }
+
+  private init(client: GRPCClient<HTTP2ClientTransport.Posix>, runner: Task<Void, Never>, streams: Task<Void, Never>) {
+    self.client = client
+    self.runner = runner
+    self.streams = streams
+  }
+
+  /// go-plugin hosts open the stdio and broker streams; Unimplemented (go-plugin 1.0.x) is fine.
+  private static func holdGoPluginStreams(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async {
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        _ = try? await Plugin_GRPCStdio.Client(wrapping: client).streamStdio(Google_Protobuf_Empty()) { response in
+          for try await _ in response.messages {}
+        }
+      }
+      group.addTask {
+        _ = try? await Plugin_GRPCBroker.Client(wrapping: client).startStream(
+          requestProducer: { _ in
+            try await Task.sleep(for: .seconds(365 * 24 * 3600))
+          },
+          onResponse: { response in
+            for try await _ in response.messages {}
+          })
+      }
+    }
+  }
+
+  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
+    var request = Plugin_ExecuteRequest()
+    request.method = method
+    request.args = AnyMap.pack(args)
+    var options = CallOptions.defaults
+    options.timeout = timeout
+    do {
+      let response = try await Plugin_PluginService.Client(wrapping: client).execute(request, options: options)
+      do {
+        return try AnyMap.unpack(response.data)
+      } catch {
+        throw ControlError(.pluginError, "the plugin answered with data that is not JSON: \(error)")
+      }
+    } catch let error as RPCError {
+      throw Self.controlError(error, timeout: timeout)
+    }
+  }
+
+  func healthCheck(timeout: Duration) async -> Bool {
+    var options = CallOptions.defaults
+    options.timeout = timeout
+    let response = try? await Plugin_PluginService.Client(wrapping: client).healthCheck(Plugin_HealthCheckRequest(), options: options)
+    return response?.status == "healthy"
+  }
+
+  func shutdown(timeout: Duration) async {
+    var options = CallOptions.defaults
+    options.timeout = timeout
+    // Unavailable is success: go-plugin 1.0.x closes the transport before answering.
+    _ = try? await Plugin_GRPCController.Client(wrapping: client).shutdown(Plugin_Empty(), options: options)
+  }
+
+  func close() {
+    streams.cancel()
+    client.beginGracefulShutdown()
+    runner.cancel()
+  }
+
+  static func controlError(_ error: RPCError, timeout: Duration) -> ControlError {
+    switch error.code {
+    case .deadlineExceeded:
+      return ControlError(.timeout, "the plugin did not answer within \(timeout); raise timeout_ms or make the method faster")
+    case .unavailable, .cancelled:
+      return ControlError(.unavailable, "the plugin is not reachable: \(error.message)")
+    case .resourceExhausted:
+      return ControlError(.tooLarge, "the call is too large for the plugin: \(error.message)")
+    case .invalidArgument:
+      return ControlError(.invalid, error.message)
+    default:
+      return ControlError(.pluginError, error.message)
+    }
+  }
+
+  private static func describe(_ error: any Error) -> String {
+    if let error = error as? RPCError { return "\(error.code): \(error.message)" }
+    return "\(error)"
+  }
+}

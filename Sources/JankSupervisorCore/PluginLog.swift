@@ -1,0 +1,63 @@
+import Foundation
+import JankJSON
+import Logging
+import Synchronization
+
+/// The last lines a plugin wrote to stderr (and stdout after its handshake), forwarded to
+/// swift-log with `plugin_id` metadata. hclog JSON lines keep their level and message.
+public final class PluginLog: Sendable {
+  public static let capacity = 1_000
+
+  private let lines = Mutex<[String]>([])
+  private let logger: Logger
+
+  init(pluginID: String, logger: Logger) {
+    var logger = logger
+    logger[metadataKey: "plugin_id"] = "\(pluginID)"
+    self.logger = logger
+  }
+
+  public func tail(_ count: Int = capacity) -> [String] {
+    lines.withLock { Array($0.suffix(count)) }
+  }
+
+  func append(_ line: String, stream: String) {
+    lines.withLock { lines in
+      if lines.count >= Self.capacity { lines.removeFirst(lines.count - Self.capacity + 1) }
+      lines.append(line)
+    }
+    let (level, message, metadata) = Self.interpret(line)
+    var meta = metadata
+    meta["stream"] = "\(stream)"
+    logger.log(level: level, "\(message)", metadata: meta)
+  }
+
+  /// hclog JSON (`@level`, `@message`, other keys) or plain text with a `[LEVEL]` prefix.
+  static func interpret(_ line: String) -> (Logger.Level, String, Logger.Metadata) {
+    if line.first == "{", let data = line.data(using: .utf8),
+      let object = try? JSONDecoder().decode([String: JSONValue].self, from: data),
+      let message = object["@message"]?.stringValue
+    {
+      var metadata: Logger.Metadata = [:]
+      for (key, value) in object where !key.hasPrefix("@") {
+        metadata[key] = .string(value.stringValue ?? value.description)
+      }
+      return (level(object["@level"]?.stringValue ?? "info"), message, metadata)
+    }
+    for (prefix, lvl) in [("[TRACE]", Logger.Level.trace), ("[DEBUG]", .debug), ("[INFO]", .info), ("[WARN]", .warning), ("[ERROR]", .error)]
+    where line.hasPrefix(prefix) {
+      return (lvl, String(line.dropFirst(prefix.count).drop(while: { $0 == " " })), [:])
+    }
+    return (.info, line, [:])
+  }
+
+  private static func level(_ text: String) -> Logger.Level {
+    switch text.lowercased() {
+    case "trace": .trace
+    case "debug": .debug
+    case "warn", "warning": .warning
+    case "error": .error
+    default: .info
+    }
+  }
+}
