@@ -32,7 +32,8 @@ public final class ControlClient: Sendable {
     } catch {
       throw ControlError(
         .unavailable,
-        "cannot reach the supervisor at \(path) (\(Self.reason(error))); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket"
+        "cannot reach the supervisor at \(path) (\(Self.reason(error))); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket",
+        details: ["unreachable": true]
       )
     }
     let client = ControlClient(path: path, channel: channel)
@@ -176,7 +177,7 @@ private final class ResponseHandler: ChannelInboundHandler, Sendable {
 
   func channelInactive(context: ChannelHandlerContext) {
     client.failAll(
-      ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back"),
+      ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back", details: ["unreachable": true]),
       closing: "closed by the supervisor")
     context.fireChannelInactive()
   }

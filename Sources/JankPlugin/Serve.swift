@@ -46,36 +46,30 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
   let terminate = installTerminationHandler(shutdown: shutdown)
   let parentWatch = watchParent(shutdown: shutdown)
 
-  await withTaskGroup(of: Void.self) { group in
-    group.addTask {
-      do {
-        try await server.serve()
-      } catch {
-        logger.error("plugin server failed", metadata: ["error": "\(error)"])
-        shutdown.fire()
-      }
+  let handshake = Task {
+    do {
+      _ = try await transport.listeningAddress
+    } catch {
+      logger.error("plugin could not listen", metadata: ["socket": "\(socketPath)", "error": "\(error)"])
+      shutdown.fire()
+      return
     }
-    group.addTask {
-      do {
-        _ = try await transport.listeningAddress
-      } catch {
-        logger.error("plugin could not listen", metadata: ["socket": "\(socketPath)", "error": "\(error)"])
-        shutdown.fire()
-        return
-      }
-      writeHandshake("\(Handshake.coreProtocolVersion)|\(Handshake.appProtocolVersion)|unix|\(socketPath)|grpc|\n")
-    }
-    group.addTask {
-      await shutdown.wait()
-      server.beginGracefulShutdown()
-      // In-flight calls get a moment to finish; a stuck one must not keep the process alive.
-      try? await Task.sleep(for: .seconds(3))
-      unlink(socketPath)
-      exit(0)
-    }
-    await group.next()  // the server returned
-    group.cancelAll()
+    writeHandshake("\(Handshake.coreProtocolVersion)|\(Handshake.appProtocolVersion)|unix|\(socketPath)|grpc|\n")
   }
+  let drain = Task {
+    await shutdown.wait()
+    server.beginGracefulShutdown()
+    // In-flight calls get a moment to finish; a stuck one must not keep the process alive.
+    try? await Task.sleep(for: .seconds(3))
+    unlink(socketPath)
+    exit(0)
+  }
+  do {
+    try await server.serve()
+  } catch {
+    logger.error("plugin server failed", metadata: ["error": "\(error)"])
+  }
+  withExtendedLifetime((handshake, drain)) {}
   withExtendedLifetime((terminate, parentWatch)) {}
   unlink(socketPath)
   exit(0)

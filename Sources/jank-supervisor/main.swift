@@ -1,1 +1,58 @@
-print("todo")
+import ArgumentParser
+import Foundation
+import JankSupervisorCore
+import Logging
+import ServiceLifecycle
+
+/// The daemon that owns every plugin process. All behaviour lives in JankSupervisorCore.
+@main
+struct JankSupervisorCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "jank-supervisor",
+    abstract: "Runs Jank plugins, each in its own process, and serves the control socket.",
+    version: Supervisor.version)
+
+  @Option(name: .long, help: "Folder with one sub-folder per plugin (env JANK_PLUGINS_DIR).")
+  var pluginsDir: String?
+
+  @Option(name: .long, help: "Where state, build logs and plugin sockets live (env JANK_STATE_DIR).")
+  var stateDir: String?
+
+  @Option(name: .long, help: "Control socket path (env JANK_SOCKET; default <state-dir>/supervisor.sock).")
+  var socket: String?
+
+  @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error (env JANK_LOG_LEVEL).")
+  var logLevel: String?
+
+  func run() async throws {
+    let env = ProcessInfo.processInfo.environment
+    let cwd = FileManager.default.currentDirectoryPath
+    func absolute(_ path: String) -> String { path.hasPrefix("/") ? path : cwd + "/" + path }
+
+    let pluginsDirectory = absolute(pluginsDir ?? env["JANK_PLUGINS_DIR"] ?? "plugins")
+    let stateDirectory = absolute(stateDir ?? env["JANK_STATE_DIR"] ?? env["STATE_DIRECTORY"] ?? ".jank")
+    let defaultSocket = env["RUNTIME_DIRECTORY"].map { $0 + "/supervisor.sock" } ?? stateDirectory + "/supervisor.sock"
+    let socketPath = absolute(socket ?? env["JANK_SOCKET"] ?? defaultSocket)
+
+    let level = Logger.Level(rawValue: logLevel ?? env["JANK_LOG_LEVEL"] ?? "info") ?? .info
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "jank-supervisor")
+
+    let supervisor = Supervisor(
+      configuration: SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath),
+      logger: logger)
+    let service = SupervisorService(supervisor: supervisor, logger: logger) { _ in
+      let status = await supervisor.status()
+      logger.notice(
+        "jank-supervisor ready",
+        metadata: ["socket": "\(socketPath)", "plugins": "\(pluginsDirectory)", "registered": "\(status.registered)"])
+    }
+    let group = ServiceGroup(
+      configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
+  }
+}

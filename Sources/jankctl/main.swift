@@ -1,1 +1,201 @@
-print("todo")
+import ArgumentParser
+import Foundation
+import JankControl
+import JankJSON
+
+/// The operator's CLI: a thin client of the supervisor's control socket.
+/// Exit codes: 0 success, 1 plugin or request error, 2 bad usage, 3 supervisor unreachable.
+@main
+struct JankCtl: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "jankctl",
+    abstract: "Operate a running jank-supervisor.",
+    subcommands: [List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Exec.self, Status.self])
+}
+
+struct GlobalOptions: ParsableArguments {
+  @Option(name: .long, help: "Control socket (env JANK_SOCKET; default ./.jank/supervisor.sock).")
+  var socket: String?
+
+  @Flag(name: .long, help: "Print the control method's result (or error) as one JSON document.")
+  var json = false
+
+  var socketPath: String {
+    let env = ProcessInfo.processInfo.environment
+    if let socket { return socket }
+    if let path = env["JANK_SOCKET"] { return path }
+    if let state = env["JANK_STATE_DIR"] { return state + "/supervisor.sock" }
+    return FileManager.default.currentDirectoryPath + "/.jank/supervisor.sock"
+  }
+}
+
+/// Connects, calls, prints, and turns failures into the documented exit codes.
+func perform<Params, Result: Encodable>(
+  _ options: GlobalOptions, _ method: ControlMethod<Params, Result>, _ params: Params,
+  human: (Result) -> String
+) async throws {
+  do {
+    let client = try await ControlClient.connect(path: options.socketPath)
+    defer { Task { await client.close() } }
+    let result = try await client.call(method, params)
+    if options.json {
+      print(try Output.json(result))
+    } else {
+      print(human(result))
+    }
+  } catch let error as ControlError {
+    if options.json {
+      let object: [String: JSONValue] = ["error": ["kind": .string(error.kind.rawValue), "code": .number(Double(error.code)), "message": .string(error.message), "data": .object(error.details.filter { $0.key != "unreachable" })]]
+      print(JSONValue.object(object).description)
+    } else {
+      FileHandle.standardError.write(Data("jankctl: \(error.message)\n".utf8))
+    }
+    throw ExitCode(error.details["unreachable"] == .bool(true) ? 3 : 1)
+  }
+}
+
+enum Output {
+  static func json<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+  }
+
+  static func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+    func line(_ cells: [String]) -> String {
+      cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+        .joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+  }
+
+  static func describe(_ info: PluginInfo) -> String {
+    var lines = [
+      "id:          \(info.id)", "name:        \(info.name) \(info.version) (\(info.type))",
+      "status:      \(info.status.rawValue) (wanted: \(info.desired))", "directory:   \(info.directory)",
+    ]
+    if let pid = info.pid { lines.append("pid:         \(pid)") }
+    if let uptime = info.uptimeSeconds { lines.append("uptime:      \(Int(uptime)) s") }
+    lines.append("restarts:    \(info.restarts), in flight: \(info.inFlight)")
+    if let exit = info.lastExit {
+      lines.append("last exit:   \(exit.reason.rawValue)\(exit.code.map { " code \($0)" } ?? "")\(exit.signal.map { " signal \($0)" } ?? "") at \(exit.at)")
+    }
+    if let error = info.lastError { lines.append("last error:  \(error)") }
+    return lines.joined(separator: "\n")
+  }
+}
+
+extension JankCtl {
+  struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List registered and discovered plugins.")
+    @OptionGroup var options: GlobalOptions
+    @Option(help: "Only plugins with this status.") var status: String?
+
+    func validate() throws {
+      if let status, PluginStatus(rawValue: status) == nil {
+        throw ValidationError("unknown status '\(status)'; one of: \(PluginStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+      }
+    }
+
+    func run() async throws {
+      try await perform(options, ControlMethods.list, ListParams(status: status.flatMap(PluginStatus.init(rawValue:)))) { list in
+        var rows = list.registered.map { [$0.id, $0.status.rawValue, $0.version, $0.pid.map(String.init) ?? "-", $0.lastError ?? ""] }
+        rows += list.unregistered.map { [$0.id ?? "(\(($0.directory as NSString).lastPathComponent))", $0.status.rawValue, $0.version ?? "-", "-", $0.problems.joined(separator: "; ")] }
+        return rows.isEmpty ? "no plugins" : Output.table(["ID", "STATUS", "VERSION", "PID", "NOTE"], rows)
+      }
+    }
+  }
+
+  struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one registered plugin.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    func run() async throws {
+      try await perform(options, ControlMethods.get, PluginIDParams(id: id), human: Output.describe)
+    }
+  }
+
+  struct Register: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Register a discovered plugin and start it.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    @Flag(help: "Rebuild the binary first.") var rebuild = false
+    func run() async throws {
+      try await perform(options, ControlMethods.register, RegisterParams(id: id, rebuild: rebuild ? true : nil), human: Output.describe)
+    }
+  }
+
+  struct Unregister: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a plugin and forget its registration.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    func run() async throws {
+      try await perform(options, ControlMethods.unregister, PluginIDParams(id: id)) { "unregistered \($0.id)" }
+    }
+  }
+
+  struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a registered plugin.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    func run() async throws {
+      try await perform(options, ControlMethods.start, PluginIDParams(id: id), human: Output.describe)
+    }
+  }
+
+  struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a registered plugin.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    func run() async throws {
+      try await perform(options, ControlMethods.stop, PluginIDParams(id: id), human: Output.describe)
+    }
+  }
+
+  struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Call a method of a plugin: jankctl exec ID METHOD --args '{\"name\":\"Ada\"}'.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    @Argument(help: "Method name.") var method: String
+    @Option(help: "Arguments as a JSON object.") var args: String?
+    @Option(help: "Deadline in milliseconds.") var timeoutMs: Int?
+
+    func validate() throws {
+      if let timeoutMs, timeoutMs <= 0 { throw ValidationError("--timeout-ms must be a positive number") }
+      _ = try parsedArgs()
+    }
+
+    func parsedArgs() throws -> [String: JSONValue]? {
+      guard let args else { return nil }
+      guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(args.utf8)), let object = value.objectValue else {
+        throw ValidationError("--args must be a JSON object, like '{\"name\":\"Ada\"}'")
+      }
+      return object
+    }
+
+    func run() async throws {
+      let params = ExecuteParams(id: id, method: method, args: try parsedArgs(), timeoutMs: timeoutMs)
+      try await perform(options, ControlMethods.execute, params) { result in
+        JSONValue.object(result.data).description
+      }
+    }
+  }
+
+  struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the supervisor's status.")
+    @OptionGroup var options: GlobalOptions
+    func run() async throws {
+      try await perform(options, ControlMethods.status, NoParams()) { s in
+        let counts = s.statuses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        return """
+          jank-supervisor \(s.version), pid \(s.pid), up \(Int(s.uptimeSeconds)) s
+          plugins: \(s.pluginsDirectory)
+          socket:  \(s.socket)
+          registered: \(s.registered) \(counts)
+          """
+      }
+    }
+  }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Glibc
+import JankControl
+import Logging
+
+/// A plugin process that completed its handshake and answers over its connection.
+struct LaunchedPlugin: Sendable {
+  var pid: pid_t
+  var connection: any PluginConnection
+  var handshake: HandshakeLine
+}
+
+/// Why a launch failed, with the exit classification for `last_exit`.
+struct LaunchFailure: Error, CustomStringConvertible {
+  var reason: LastExit.Reason
+  var exit: ExitStatus?
+  var message: String
+
+  var description: String { message }
+}
+
+/// Spawns a plugin with the go-plugin environment, reads its handshake within the start
+/// timeout and connects to it. Replaceable by a launcher that applies limits.
+protocol PluginLaunching: Sendable {
+  func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin
+}
+
+struct PluginLauncher: PluginLaunching {
+  /// Variables never passed to plugins: they belong to the supervisor's own service manager.
+  static let privateVariablePrefixes = ["NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_", "JANK_API_TOKEN"]
+
+  static func environment(for manifest: PluginManifest, socketDirectory: String) -> [String: String] {
+    let inherited = ProcessInfo.processInfo.environment
+    var env: [String: String] = [:]
+    for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"] {
+      if let value = inherited[key] { env[key] = value }
+    }
+    env["PATH"] = env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    env["TMPDIR"] = socketDirectory
+    env["JANK_PLUGIN"] = "jank-plugin"
+    env["JANK_PLUGIN_ID"] = manifest.id
+    env["PLUGIN_PROTOCOL_VERSIONS"] = "1"
+    env["PLUGIN_MIN_PORT"] = "10000"
+    env["PLUGIN_MAX_PORT"] = "25000"
+    env["PLUGIN_UNIX_SOCKET_DIR"] = socketDirectory
+    // Swift's backtracer takes seconds on a crash; restarts must be fast.
+    env["SWIFT_BACKTRACE"] = "enable=no"
+    return env.filter { key, _ in !privateVariablePrefixes.contains { key.hasPrefix($0) } }
+  }
+
+  private enum StartEvent: Sendable {
+    case line(String)
+    case endOfOutput
+    case exited(ExitStatus)
+    case timedOut
+  }
+
+  func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
+    let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
+    var request = SpawnRequest(executable: directory + "/" + manifest.binary)
+    request.workingDirectory = directory
+    request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
+    let process: SpawnedProcess
+    do {
+      process = try ProcessSpawner.spawn(request)
+    } catch {
+      throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "\(error)")
+    }
+
+    let handshakeLine = OneShot<String?>()
+    do {
+      try await OutputReader.start(
+        fd: process.stdout,
+        onLine: { line in
+          // The first stdout line is the handshake; later lines are log.
+          if handshakeLine.isDelivered { log.append(line, stream: "stdout") } else { handshakeLine.deliver(line) }
+        },
+        onEnd: { handshakeLine.deliver(nil) })
+      try await OutputReader.start(fd: process.stderr, onLine: { log.append($0, stream: "stderr") }, onEnd: {})
+    } catch {
+      kill(-process.pid, SIGKILL)
+      throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "could not read the plugin's output: \(error)")
+    }
+
+    let event = await withTaskGroup(of: StartEvent.self) { group in
+      group.addTask { await handshakeLine.value.map(StartEvent.line) ?? .endOfOutput }
+      group.addTask {
+        try? await Task.sleep(until: deadline)
+        return .timedOut
+      }
+      let first = await group.next()!
+      group.cancelAll()
+      return first
+    }
+
+    func fail(_ reason: LastExit.Reason, _ message: String) async -> LaunchFailure {
+      kill(-process.pid, SIGKILL)
+      let status = await ProcessReaper.shared.waitForExit(pid: process.pid)
+      ProcessReaper.shared.forget(pid: process.pid)
+      return LaunchFailure(reason: reason, exit: status, message: message)
+    }
+
+    switch event {
+    case .timedOut:
+      throw await fail(.startTimeout, "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first")
+    case .endOfOutput, .exited:
+      // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
+      let status = await withTaskGroup(of: ExitStatus?.self) { group in
+        group.addTask { await ProcessReaper.shared.waitForExit(pid: process.pid) }
+        group.addTask {
+          try? await Task.sleep(for: .seconds(1))
+          return nil
+        }
+        let first = await group.next()!
+        group.cancelAll()
+        return first
+      }
+      let how = status.map { "\($0)" } ?? "closed its stdout"
+      let tail = log.tail(5).joined(separator: " | ")
+      var failure = await fail(.handshakeFailed, "the plugin \(how) before printing its handshake line" + (tail.isEmpty ? "" : "; its last log lines: \(tail)"))
+      failure.exit = status ?? failure.exit
+      throw failure
+    case .line(let line):
+      let handshake: HandshakeLine
+      do {
+        handshake = try HandshakeLine.parse(line)
+      } catch {
+        throw await fail(.handshakeFailed, "\(error)")
+      }
+      do {
+        let connection = try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
+        return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake)
+      } catch {
+        throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")
+      }
+    }
+  }
+}
+
+extension OneShot {
+  var isDelivered: Bool { peek != nil }
+}

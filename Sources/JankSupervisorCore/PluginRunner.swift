@@ -1,0 +1,274 @@
+import Foundation
+import Glibc
+import JankControl
+import JankJSON
+import Logging
+
+/// Owns one registered plugin: its process, its connection and its status. An actor, so
+/// calls to different plugins never wait on each other, and no lock is held across I/O:
+/// executes run concurrently on the connection while the actor only counts them.
+actor PluginRunner {
+  let id: String
+  let directory: String
+  let log: PluginLog
+  private(set) var manifest: PluginManifest
+  private let socketDirectory: String
+  private let launcher: any PluginLaunching
+  private let builder: Builder
+  private let logger: Logger
+
+  private var status: PluginStatus = .stopped
+  private var wantsRunning = false
+  private var current: Running?
+  private var starting: Task<Void, Never>?
+  private var stopping = false
+  private var generation = 0
+  private var inFlight = 0
+  private var restarts = 0
+  private var consecutiveFailures = 0
+  private var lastExit: LastExit?
+  private var lastError: String?
+
+  private struct Running {
+    var generation: Int
+    var pid: pid_t
+    var connection: any PluginConnection
+    var transport: String
+    var startedAt: Date
+    var startedAtMonotonic: ContinuousClock.Instant
+  }
+
+  init(
+    manifest: PluginManifest, directory: String, socketDirectory: String,
+    launcher: any PluginLaunching, builder: Builder, logger: Logger
+  ) {
+    self.id = manifest.id
+    self.manifest = manifest
+    self.directory = directory
+    self.socketDirectory = socketDirectory
+    self.launcher = launcher
+    self.builder = builder
+    self.logger = logger
+    self.log = PluginLog(pluginID: manifest.id, logger: logger)
+  }
+
+  var info: PluginInfo {
+    PluginInfo(
+      id: id, name: manifest.name, version: manifest.version, type: manifest.type,
+      description: manifest.description, author: manifest.author, directory: directory,
+      binary: manifest.binary, status: status, desired: wantsRunning ? "running" : "stopped",
+      autoStart: manifest.autoStart, pid: current.map { Int($0.pid) },
+      startedAt: current.map { ISO8601.format($0.startedAt) },
+      uptimeSeconds: current.map { ($0.startedAtMonotonic.duration(to: .now)).seconds },
+      restarts: restarts, consecutiveFailures: consecutiveFailures, inFlight: inFlight,
+      lastExit: lastExit, lastError: lastError, nextRestartAt: nil, transport: current?.transport,
+      limits: manifest.limits.isEmpty ? nil : .object(manifest.limits), limitsEnforced: nil)
+  }
+
+  var isRunning: Bool { current != nil }
+
+  // MARK: start
+
+  /// Starts the plugin (building it first when its binary is missing) and returns once it
+  /// is ready or has failed. Concurrent calls join the same start.
+  func start() async -> PluginInfo {
+    wantsRunning = true
+    if current != nil { return info }
+    if let starting {
+      await starting.value
+      return info
+    }
+    let task = Task { await self.launch() }
+    starting = task
+    await task.value
+    starting = nil
+    return info
+  }
+
+  private func launch() async {
+    status = .starting
+    lastError = nil
+    let binaryPath = directory + "/" + manifest.binary
+    if access(binaryPath, X_OK) != 0 {
+      do {
+        _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+      } catch {
+        fail("\(error)")
+        return
+      }
+    }
+    guard wantsRunning else {
+      status = .stopped
+      return
+    }
+    do {
+      try prepareSocketDirectory()
+    } catch {
+      fail("cannot create the plugin's socket directory \(socketDirectory): \(error)")
+      return
+    }
+    let launched: LaunchedPlugin
+    do {
+      launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
+    } catch {
+      consecutiveFailures += 1
+      lastExit = LastExit(reason: error.reason, exit: error.exit)
+      removeSocketDirectory()
+      fail("start failed: \(error.message)")
+      return
+    }
+    generation += 1
+    let running = Running(
+      generation: generation, pid: launched.pid, connection: launched.connection,
+      transport: launched.handshake.protocol, startedAt: Date(), startedAtMonotonic: .now)
+    current = running
+    consecutiveFailures = 0
+    status = inFlight > 0 ? .running : .ready
+    logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])
+    let pid = launched.pid
+    let generation = running.generation
+    Task { [weak self] in
+      let exit = await ProcessReaper.shared.waitForExit(pid: pid)
+      await self?.processExited(generation: generation, status: exit)
+    }
+    if !wantsRunning {
+      // A stop arrived while we were starting.
+      await stopProcess()
+    }
+  }
+
+  private func fail(_ message: String) {
+    status = .error
+    lastError = message
+    logger.error("plugin failed", metadata: ["plugin_id": "\(id)", "error": "\(message)"])
+  }
+
+  /// An exit nobody asked for.
+  private func processExited(generation: Int, status exit: ExitStatus) {
+    ProcessReaper.shared.forget(pid: current?.pid ?? 0)
+    guard !stopping, let running = current, running.generation == generation else { return }
+    running.connection.close()
+    kill(-running.pid, SIGKILL)  // leftovers of its process group
+    current = nil
+    removeSocketDirectory()
+    consecutiveFailures += 1
+    lastExit = LastExit(reason: exit)
+    // Restart with backoff is the supervision policy's job; until then the crash is an error.
+    fail("the plugin \(exit) unexpectedly; start it again with `jankctl start \(id)`")
+  }
+
+  // MARK: stop
+
+  /// go-plugin's stop sequence: Shutdown RPC, wait, SIGTERM to the group, 1 s, SIGKILL.
+  func stop() async -> PluginInfo {
+    wantsRunning = false
+    if let starting { await starting.value }
+    if current != nil {
+      await stopProcess()
+      status = .stopped
+    } else if status != .error {
+      status = .stopped
+    }
+    return info
+  }
+
+  private func stopProcess() async {
+    guard let running = current, !stopping else { return }
+    stopping = true
+    defer { stopping = false }
+    let grace = Duration.milliseconds(manifest.stopTimeoutMs)
+    await running.connection.shutdown(timeout: grace)
+    var exit = await Self.waitForExit(running.pid, within: grace)
+    if exit == nil {
+      kill(-running.pid, SIGTERM)
+      exit = await Self.waitForExit(running.pid, within: .seconds(1))
+    }
+    if exit == nil {
+      kill(-running.pid, SIGKILL)
+      exit = await ProcessReaper.shared.waitForExit(pid: running.pid)
+    }
+    kill(-running.pid, SIGKILL)  // any child the plugin left in its group
+    ProcessReaper.shared.forget(pid: running.pid)
+    running.connection.close()
+    current = nil
+    removeSocketDirectory()
+    lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())
+    status = .stopped
+    logger.info("plugin stopped", metadata: ["plugin_id": "\(id)"])
+  }
+
+  private static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
+    await withTaskGroup(of: ExitStatus?.self) { group in
+      group.addTask { await ProcessReaper.shared.waitForExit(pid: pid) }
+      group.addTask {
+        try? await Task.sleep(for: timeout)
+        return nil
+      }
+      let first = await group.next()!
+      group.cancelAll()
+      return first
+    }
+  }
+
+  // MARK: execute
+
+  func execute(method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> [String: JSONValue] {
+    guard let running = current, status == .ready || status == .running else {
+      throw ControlError(.unavailable, "plugin \(id) is \(status.rawValue), not running; start it with `jankctl start \(id)`" + (lastError.map { " (last error: \($0))" } ?? ""))
+    }
+    guard inFlight < manifest.maxConcurrency else {
+      throw ControlError(.busy, "plugin \(id) already has \(inFlight) calls in flight (max_concurrency \(manifest.maxConcurrency)); retry shortly")
+    }
+    let timeout = Duration.milliseconds(min(timeoutMs ?? manifest.execTimeoutMs, manifest.execTimeoutMs))
+    inFlight += 1
+    status = .running
+    defer {
+      inFlight -= 1
+      if inFlight == 0, status == .running { status = .ready }
+    }
+    return try await running.connection.execute(method: method, args: args, timeout: timeout)
+  }
+
+  // MARK: socket directory
+
+  private func prepareSocketDirectory() throws {
+    removeSocketDirectory()
+    try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+  }
+
+  private func removeSocketDirectory() {
+    try? FileManager.default.removeItem(atPath: socketDirectory)
+  }
+}
+
+extension ExitStatus {
+  var code: Int? { if case .exited(let c) = self { return Int(c) } else { return nil } }
+  var signal: Int? { if case .signaled(let s) = self { return Int(s) } else { return nil } }
+}
+
+extension LastExit {
+  init(reason: Reason, exit: ExitStatus?) {
+    self.init(reason: reason, code: exit?.code, signal: exit?.signal, at: ISO8601.now())
+  }
+
+  init(reason exit: ExitStatus) {
+    switch exit {
+    case .exited(let code): self.init(reason: .exited, code: Int(code), at: ISO8601.now())
+    case .signaled(let signal): self.init(reason: .signaled, signal: Int(signal), at: ISO8601.now())
+    }
+  }
+}
+
+enum ISO8601 {
+  static func now() -> String { format(Date()) }
+  static func format(_ date: Date) -> String {
+    date.formatted(.iso8601)
+  }
+}
+
+extension Duration {
+  var seconds: Double {
+    let (s, attoseconds) = components
+    return Double(s) + Double(attoseconds) / 1e18
+  }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Glibc
+public import JankControl
+public import JankJSON
+public import Logging
+
+/// Where the supervisor finds plugins and keeps its state.
+public struct SupervisorConfiguration: Sendable {
+  public var pluginsDirectory: String
+  public var stateDirectory: String
+  public var socketPath: String
+  public var buildTimeout: Duration = .seconds(900)
+
+  public init(pluginsDirectory: String, stateDirectory: String, socketPath: String) {
+    self.pluginsDirectory = pluginsDirectory
+    self.stateDirectory = stateDirectory
+    self.socketPath = socketPath
+  }
+}
+
+/// The engine: the registry of plugins and the operations of the control channel. It only
+/// routes; each plugin's work happens in its own `PluginRunner`, so a slow start, stop or
+/// call of one plugin never holds up another.
+public actor Supervisor {
+  public static let version = "0.1.0"
+
+  public let configuration: SupervisorConfiguration
+  private let logger: Logger
+  private let builder: Builder
+  private let launcher: any PluginLaunching = PluginLauncher()
+  private var runners: [String: PluginRunner] = [:]
+  private var nextSocketIndex = 0
+  private let startedAt = ContinuousClock.now
+
+  public init(configuration: SupervisorConfiguration, logger: Logger) {
+    self.configuration = configuration
+    self.logger = logger
+    self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, logger: logger)
+  }
+
+  // MARK: discovery
+
+  public func discover() -> [DiscoveredPlugin] {
+    PluginDiscovery.scan(pluginsDirectory: configuration.pluginsDirectory)
+  }
+
+  /// Registers and starts every valid `auto_start` plugin, all at once.
+  public func startAutoStartPlugins() async {
+    let candidates = discover().filter { $0.manifest?.autoStart == true && $0.status != .incomplete }
+    await withTaskGroup(of: Void.self) { group in
+      for plugin in candidates {
+        guard let id = plugin.manifest?.id else { continue }
+        group.addTask { _ = try? await self.register(id: id) }
+      }
+    }
+  }
+
+  // MARK: control operations
+
+  public func list(status: PluginStatus? = nil) async -> PluginList {
+    var registered: [PluginInfo] = []
+    for runner in runners.values { registered.append(await runner.info) }
+    let unregistered = discover().filter { plugin in
+      guard let id = plugin.manifest?.id else { return true }
+      return runners[id] == nil
+    }.map(\.info)
+    registered.sort { $0.id < $1.id }
+    return PluginList(
+      registered: registered.filter { status == nil || $0.status == status },
+      unregistered: unregistered.filter { status == nil || $0.status == status })
+  }
+
+  public func get(id: String) async throws -> PluginInfo {
+    try await runner(id).info
+  }
+
+  public func register(id: String, rebuild: Bool = false) async throws -> PluginInfo {
+    try Self.validate(id: id)
+    if let existing = runners[id] {
+      throw ControlError(.conflict, "plugin \(id) is already registered (status \(await existing.info.status.rawValue)); use start, stop or restart", details: ["id": .string(id)])
+    }
+    let found = discover()
+    guard let plugin = found.first(where: { $0.manifest?.id == id }) else {
+      let unreadable = found.filter { $0.manifest == nil }.map { ($0.directory as NSString).lastPathComponent }
+      let hint = unreadable.isEmpty ? "" : " (folders with an unreadable plugin.json: \(unreadable.joined(separator: ", ")))"
+      throw ControlError(.notFound, "no plugin with id \(id) under \(configuration.pluginsDirectory)\(hint); `jankctl list` shows what is there", details: ["id": .string(id)])
+    }
+    guard let manifest = plugin.manifest, plugin.status != .incomplete else {
+      throw ControlError(.invalid, "plugin \(id) cannot be registered: \(plugin.problems.joined(separator: "; "))", details: ["id": .string(id), "problems": .array(plugin.problems.map(JSONValue.string))])
+    }
+    if rebuild {
+      try? FileManager.default.removeItem(atPath: plugin.directory + "/" + manifest.binary)
+    }
+    let runner = PluginRunner(
+      manifest: manifest, directory: plugin.directory, socketDirectory: newSocketDirectory(),
+      launcher: launcher, builder: builder, logger: logger)
+    runners[id] = runner
+    return await runner.start()
+  }
+
+  public func unregister(id: String) async throws -> UnregisterResult {
+    let runner = try runner(id)
+    runners[id] = nil
+    _ = await runner.stop()
+    return UnregisterResult(id: id)
+  }
+
+  public func start(id: String) async throws -> PluginInfo {
+    try await runner(id).start()
+  }
+
+  public func stop(id: String) async throws -> PluginInfo {
+    try await runner(id).stop()
+  }
+
+  public func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {
+    guard !method.isEmpty else { throw ControlError(.invalid, "method must not be empty") }
+    if let timeoutMs, timeoutMs <= 0 { throw ControlError(.invalid, "timeout_ms must be a positive number of milliseconds") }
+    let runner = try runner(id)
+    let data = try await runner.execute(method: method, args: args, timeoutMs: timeoutMs)
+    return ExecuteResult(method: method, data: data)
+  }
+
+  public func logs(id: String, tail: Int) throws -> [String] {
+    try runner(id).log.tail(tail)
+  }
+
+  public func status() async -> SupervisorStatus {
+    var counts: [String: Int] = [:]
+    for runner in runners.values { counts[await runner.info.status.rawValue, default: 0] += 1 }
+    return SupervisorStatus(
+      version: Self.version, pid: Int(getpid()), uptimeSeconds: startedAt.duration(to: .now).seconds,
+      pluginsDirectory: configuration.pluginsDirectory, stateDirectory: configuration.stateDirectory,
+      socket: configuration.socketPath, registered: runners.count, statuses: counts)
+  }
+
+  /// Stops every plugin in parallel (supervisor shutdown).
+  public func stopAll() async {
+    let all = Array(runners.values)
+    await withTaskGroup(of: Void.self) { group in
+      for runner in all { group.addTask { _ = await runner.stop() } }
+    }
+  }
+
+  // MARK: helpers
+
+  private func runner(_ id: String) throws -> PluginRunner {
+    try Self.validate(id: id)
+    guard let runner = runners[id] else {
+      throw ControlError(.notFound, "plugin \(id) is not registered; register it with `jankctl register \(id)` (see `jankctl list`)", details: ["id": .string(id)])
+    }
+    return runner
+  }
+
+  /// Ids are checked before any use, so `../../etc` never reaches a path.
+  static func validate(id: String) throws {
+    guard PluginManifest.isValidID(id) else {
+      throw ControlError(.invalid, "'\(id.prefix(120))' is not a plugin id: ids are reverse-domain names like dev.jank.plugins.hello-world", details: ["id": .string(String(id.prefix(120)))])
+    }
+  }
+
+  /// A private 0700 directory per plugin for its socket, short enough for sun_path.
+  private func newSocketDirectory() -> String {
+    nextSocketIndex += 1
+    let preferred = configuration.stateDirectory + "/run/\(nextSocketIndex)"
+    // Leave room for the plugin's own file name (about 40 bytes) within the 107-byte limit.
+    if preferred.utf8.count <= 60 { return preferred }
+    return "/tmp/jank-\(getuid())-\(getpid())/\(nextSocketIndex)"
+  }
+}
+
+extension Supervisor {
+  /// The control methods this supervisor serves.
+  public nonisolated func makeRouter() -> ControlRouter {
+    var router = ControlRouter()
+    router.register(ControlMethods.list) { try await self.list(status: $0.status) }
+    router.register(ControlMethods.get) { try await self.get(id: $0.id) }
+    router.register(ControlMethods.register) { try await self.register(id: $0.id, rebuild: $0.rebuild ?? false) }
+    router.register(ControlMethods.unregister) { try await self.unregister(id: $0.id) }
+    router.register(ControlMethods.start) { try await self.start(id: $0.id) }
+    router.register(ControlMethods.stop) { try await self.stop(id: $0.id) }
+    router.register(ControlMethods.execute) { try await self.execute(id: $0.id, method: $0.method, args: $0.args ?? [:], timeoutMs: $0.timeoutMs) }
+    router.register(ControlMethods.status) { _ in await self.status() }
+    return router
+  }
+}
