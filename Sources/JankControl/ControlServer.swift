@@ -14,14 +14,7 @@ import NIOPosix
 /// handled concurrently and answered by id as they finish.
 public final class ControlServer: Sendable {
   public let path: String
-  private let channel: NIOAsyncChannel<Connection, Never>
-  private let router: ControlRouter
-  private let logger: Logger
-
-  struct Connection: Sendable {
-    let channel: NIOAsyncChannel<LineFrame, ByteBuffer>
-    let peer: PeerCredentials?
-  }
+  private let channel: any Channel
 
   /// Binds the socket. A stale socket file is replaced; a live one is an error, so a second
   /// supervisor never steals the socket of a running one.
@@ -37,88 +30,31 @@ public final class ControlServer: Sendable {
     try removeStaleSocket(at: path)
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.backlog, value: 256)
-      .bind(unixDomainSocketPath: path) { child in
-        let peer: EventLoopFuture<PeerCredentials?> =
-          if let provider = child as? any SocketOptionProvider {
-            provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-              .map { (credentials: PeerCredentials) in Optional(credentials) }
-          } else {
-            child.eventLoop.makeSucceededFuture(nil)
-          }
-        return peer.flatMapThrowing { peer in
+      .childChannelInitializer { child in
+        child.eventLoop.makeCompletedFuture {
           try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: maximumLineLength)))
-          return Connection(channel: try NIOAsyncChannel(wrappingChannelSynchronously: child), peer: peer)
+          try child.pipeline.syncOperations.addHandler(ControlConnectionHandler(router: router, socketPath: path, logger: logger))
         }
       }
+      .bind(unixDomainSocketPath: path)
+      .get()
     chmod(path, 0o660)
-    return ControlServer(path: path, channel: channel, router: router, logger: logger)
+    return ControlServer(path: path, channel: channel)
   }
 
-  private init(path: String, channel: NIOAsyncChannel<Connection, Never>, router: ControlRouter, logger: Logger) {
+  private init(path: String, channel: any Channel) {
     self.path = path
     self.channel = channel
-    self.router = router
-    self.logger = logger
   }
 
   /// Serves until the task is cancelled, then closes the socket and removes its file.
   public func run() async throws {
     defer { unlink(path) }
-    try await withTaskCancellationHandler {
-      try await channel.executeThenClose { inbound in
-        try await withThrowingDiscardingTaskGroup { group in
-          for try await connection in inbound {
-            group.addTask { await self.serve(connection) }
-          }
-        }
-      }
+    await withTaskCancellationHandler {
+      try? await channel.closeFuture.get()
     } onCancel: {
-      channel.channel.close(promise: nil)
+      channel.close(promise: nil)
     }
-  }
-
-  private func serve(_ connection: Connection) async {
-    if let peer = connection.peer, !PeerPolicy.allows(peer, socketPath: path) {
-      logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)"])
-      try? await connection.channel.executeThenClose { _, outbound in
-        let error = ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(path); run as root, as the supervisor's user, or as a member of the socket's group")
-        var line = ControlCoding.errorResponse(id: .null, error.errorObject)
-        line.append(UInt8(ascii: "\n"))
-        try await outbound.write(ByteBuffer(bytes: line))
-      }
-      return
-    }
-    do {
-      try await connection.channel.executeThenClose { inbound, outbound in
-        try await withThrowingDiscardingTaskGroup { group in
-          for try await frame in inbound {
-            switch frame {
-            case .tooLong:
-              let error = ControlError(.tooLarge, "request line is longer than the control channel accepts; send smaller arguments")
-              try await Self.send(ControlCoding.errorResponse(id: .null, error.errorObject), on: outbound)
-            case .line(let buffer):
-              guard buffer.readableBytes > 0 else { continue }
-              let request = Data(buffer.readableBytesView)
-              group.addTask {
-                if let response = await self.router.respond(to: request) {
-                  try? await Self.send(response, on: outbound)
-                }
-              }
-            }
-          }
-        }
-      }
-    } catch {
-      logger.debug("control connection ended", metadata: ["error": "\(error)"])
-    }
-  }
-
-  private static func send(_ response: Data, on outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
-    var buffer = ByteBuffer()
-    buffer.reserveCapacity(response.count + 1)
-    buffer.writeBytes(response)
-    buffer.writeInteger(UInt8(ascii: "\n"))
-    try await outbound.write(buffer)
   }
 
   private static func removeStaleSocket(at path: String) throws {
@@ -131,6 +67,81 @@ public final class ControlServer: Sendable {
       throw ControlError(.conflict, "another supervisor is already listening on \(path); stop it first or choose another --socket")
     }
     unlink(path)
+  }
+}
+
+/// One control connection: checks the peer, then answers each line in its own task, writing
+/// responses as they complete (so a slow call never holds up a fast one behind it).
+private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = LineFrame
+  typealias OutboundOut = ByteBuffer
+
+  // Touched only on the channel's event loop.
+  private var allowed = false
+  private let router: ControlRouter
+  private let socketPath: String
+  private let logger: Logger
+
+  init(router: ControlRouter, socketPath: String, logger: Logger) {
+    self.router = router
+    self.socketPath = socketPath
+    self.logger = logger
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    context.fireChannelActive()
+    guard let provider = context.channel as? any SocketOptionProvider else {
+      allowed = true
+      return
+    }
+    let channel = context.channel
+    let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+      .whenComplete { (result: Result<PeerCredentials, any Error>) in
+        let handler = loopBound.value
+        switch result {
+        case .success(let peer) where PeerPolicy.allows(peer, socketPath: handler.socketPath):
+          handler.allowed = true
+          channel.read()
+        case .success(let peer):
+          handler.logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)"])
+          let error = ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(handler.socketPath); run as root, as the supervisor's user, or as a member of the socket's group")
+          Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in channel.close(promise: nil) }
+        case .failure:
+          channel.close(promise: nil)
+        }
+      }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard allowed else { return }
+    let channel = context.channel
+    switch unwrapInboundIn(data) {
+    case .tooLong:
+      let error = ControlError(.tooLarge, "request line is longer than the control channel accepts; send smaller arguments")
+      _ = Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel)
+    case .line(let buffer):
+      guard buffer.readableBytes > 0 else { return }
+      let request = Data(buffer.readableBytesView)
+      let router = self.router
+      Task {
+        if let response = await router.respond(to: request) {
+          _ = Self.write(response, to: channel)
+        }
+      }
+    }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    logger.debug("control connection error", metadata: ["error": "\(error)"])
+    context.close(promise: nil)
+  }
+
+  private static func write(_ response: Data, to channel: any Channel) -> EventLoopFuture<Void> {
+    var buffer = channel.allocator.buffer(capacity: response.count + 1)
+    buffer.writeBytes(response)
+    buffer.writeInteger(UInt8(ascii: "\n"))
+    return channel.writeAndFlush(buffer)
   }
 }
 
