@@ -4,6 +4,12 @@ public struct HandshakeLine: Sendable, Equatable {
   public var address: String
   public var `protocol`: String
 
+  public init(network: String, address: String, protocol: String) {
+    self.network = network
+    self.address = address
+    self.protocol = `protocol`
+  }
+
   /// Parses the first stdout line of a plugin; the error names what is wrong and quotes the line.
   public static func parse(_ line: String) throws(HandshakeError) -> HandshakeLine {
     let fields = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)

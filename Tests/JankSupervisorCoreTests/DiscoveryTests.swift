@@ -1,0 +1,93 @@
+import Foundation
+import JankControl
+import JankSupervisorCore
+import Testing
+
+/// A temporary plugins folder that tests fill with plugin folders.
+final class PluginsFolder {
+  let path = "/tmp/jank-disc-\(UUID().uuidString.prefix(8))"
+
+  init() throws {
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+
+  func add(_ name: String, manifest: String?, files: [String: String] = [:], executable: [String] = []) throws {
+    let dir = path + "/" + name
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    if let manifest { try manifest.write(toFile: dir + "/plugin.json", atomically: true, encoding: .utf8) }
+    for (file, content) in files {
+      try FileManager.default.createDirectory(atPath: (dir + "/" + file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+      try content.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8)
+    }
+    for file in executable { chmod(dir + "/" + file, 0o755) }
+  }
+
+  func find(_ name: String) -> DiscoveredPlugin? {
+    PluginDiscovery.scan(pluginsDirectory: path).first { $0.directory.hasSuffix("/" + name) }
+  }
+}
+
+func manifest(id: String, binary: String = "bin/run", extra: String = "") -> String {
+  #"{"id":"\#(id)","name":"N","version":"1.0.0","type":"handler","binary":"\#(binary)"\#(extra)}"#
+}
+
+@Suite struct DiscoveryTests {
+  @Test func binaryPresentIsAvailable() throws {
+    let folder = try PluginsFolder()
+    try folder.add("a", manifest: manifest(id: "dev.t.a"), files: ["bin/run": "#!/bin/sh\n"], executable: ["bin/run"])
+    #expect(folder.find("a")?.status == .available)
+  }
+
+  @Test func missingBinaryWithABuildIsSourceOnly() throws {
+    let folder = try PluginsFolder()
+    try folder.add("b", manifest: manifest(id: "dev.t.b", extra: #","build":{"command":["make"]}"#))
+    try folder.add("c", manifest: manifest(id: "dev.t.c"), files: ["Package.swift": "// swift-tools-version:6.0\n"])
+    #expect(folder.find("b")?.status == .sourceOnly)
+    #expect(folder.find("c")?.status == .sourceOnly)
+  }
+
+  @Test func missingBinaryWithoutABuildIsIncomplete() throws {
+    let folder = try PluginsFolder()
+    try folder.add("d", manifest: manifest(id: "dev.t.d"))
+    let found = try #require(folder.find("d"))
+    #expect(found.status == .incomplete)
+    #expect(found.problems.first?.contains("no build") == true)
+  }
+
+  @Test func missingOrMalformedManifestIsIncompleteWithTheReason() throws {
+    let folder = try PluginsFolder()
+    try folder.add("e", manifest: nil)
+    try folder.add("f", manifest: "{ nope")
+    try folder.add("g", manifest: #"{"id":"dev.t.g","name":1,"binary":"../x"}"#)
+    #expect(folder.find("e")?.problems == ["plugin.json is missing"])
+    #expect(folder.find("f")?.problems.first?.contains("not valid JSON") == true)
+    let g = try #require(folder.find("g"))
+    #expect(g.status == .incomplete)
+    #expect(g.problems.count == 4)  // name, version, type and binary: one problem never hides another
+  }
+
+  @Test func symlinkEscapingThePluginFolderIsIncomplete() throws {
+    let folder = try PluginsFolder()
+    try folder.add("h", manifest: manifest(id: "dev.t.h"))
+    try FileManager.default.createDirectory(atPath: folder.path + "/h/bin", withIntermediateDirectories: true)
+    try FileManager.default.createSymbolicLink(atPath: folder.path + "/h/bin/run", withDestinationPath: "/bin/sh")
+    try folder.add("i", manifest: manifest(id: "dev.t.i", binary: "out/run"))
+    try FileManager.default.createSymbolicLink(atPath: folder.path + "/i/out", withDestinationPath: "/usr/bin")
+    for name in ["h", "i"] {
+      let found = try #require(folder.find(name))
+      #expect(found.status == .incomplete, "\(name)")
+      #expect(found.problems.first?.contains("outside the plugin folder") == true, "\(name): \(found.problems)")
+    }
+  }
+
+  @Test func twoFoldersWithOneIDAreBothIncomplete() throws {
+    let folder = try PluginsFolder()
+    for name in ["j", "k"] {
+      try folder.add(name, manifest: manifest(id: "dev.t.same"), files: ["bin/run": "#!/bin/sh\n"], executable: ["bin/run"])
+    }
+    #expect(folder.find("j")?.status == .incomplete)
+    #expect(folder.find("k")?.problems.last?.contains("more than one") == true)
+  }
+}
