@@ -55,6 +55,7 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
       return
     }
     writeHandshake("\(Handshake.coreProtocolVersion)|\(Handshake.appProtocolVersion)|unix|\(socketPath)|grpc|\n")
+    logger.info("plugin serving", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
   }
   let drain = Task {
     await shutdown.wait()

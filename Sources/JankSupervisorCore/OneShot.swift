@@ -1,34 +1,47 @@
 import Synchronization
 
 /// A value delivered once, awaited by any number of tasks (first delivery wins).
+/// Waiting is cancellable, so a task group racing it against a timeout can finish.
 final class OneShot<Value: Sendable>: Sendable {
-  private let state = Mutex<(value: Value?, waiters: [CheckedContinuation<Value, Never>])>((nil, []))
+  private struct State {
+    var value: Value?
+    var nextID = 0
+    var waiters: [Int: CheckedContinuation<Value?, Never>] = [:]
+  }
+
+  private let state = Mutex(State())
 
   func deliver(_ value: Value) {
-    let waiters = state.withLock { state -> [CheckedContinuation<Value, Never>] in
+    let waiters = state.withLock { state -> [CheckedContinuation<Value?, Never>] in
       guard state.value == nil else { return [] }
       state.value = value
-      defer { state.waiters = [] }
-      return state.waiters
+      defer { state.waiters = [:] }
+      return Array(state.waiters.values)
     }
     for waiter in waiters { waiter.resume(returning: value) }
   }
 
-  /// The value if delivered (nil otherwise; an optional Value reads as `.some(nil)`).
-  var peek: Value?? {
-    state.withLock { state in state.value.map { .some($0) } }
-  }
+  var isDelivered: Bool { state.withLock { $0.value != nil } }
 
-  var value: Value {
-    get async {
-      await withCheckedContinuation { continuation in
-        let ready = state.withLock { state -> Value? in
-          if let value = state.value { return value }
-          state.waiters.append(continuation)
-          return nil
+  /// The value, or nil if the waiting task was cancelled first.
+  func wait() async -> Value? {
+    let id = state.withLock { state -> Int in
+      state.nextID += 1
+      return state.nextID
+    }
+    return await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Value?, Never>) in
+        let ready = state.withLock { state -> (done: Bool, value: Value?) in
+          if let value = state.value { return (true, value) }
+          if Task.isCancelled { return (true, nil) }
+          state.waiters[id] = continuation
+          return (false, nil)
         }
-        if let ready { continuation.resume(returning: ready) }
+        if ready.done { continuation.resume(returning: ready.value) }
       }
+    } onCancel: {
+      let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+      waiter?.resume(returning: nil)
     }
   }
 }

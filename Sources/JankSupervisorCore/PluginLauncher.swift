@@ -83,7 +83,13 @@ struct PluginLauncher: PluginLaunching {
     }
 
     let event = await withTaskGroup(of: StartEvent.self) { group in
-      group.addTask { await handshakeLine.value.map(StartEvent.line) ?? .endOfOutput }
+      group.addTask {
+        switch await handshakeLine.wait() {
+        case .some(.some(let line)): .line(line)
+        case .some(.none): .endOfOutput
+        case .none: .timedOut  // cancelled: the timeout won
+        }
+      }
       group.addTask {
         try? await Task.sleep(until: deadline)
         return .timedOut
@@ -135,8 +141,4 @@ struct PluginLauncher: PluginLaunching {
       }
     }
   }
-}
-
-extension OneShot {
-  var isDelivered: Bool { peek != nil }
 }

@@ -145,8 +145,9 @@ actor PluginRunner {
 
   /// An exit nobody asked for.
   private func processExited(generation: Int, status exit: ExitStatus) {
-    ProcessReaper.shared.forget(pid: current?.pid ?? 0)
+    // A requested stop handles its own exit (and the reaper's record of it).
     guard !stopping, let running = current, running.generation == generation else { return }
+    ProcessReaper.shared.forget(pid: running.pid)
     running.connection.close()
     kill(-running.pid, SIGKILL)  // leftovers of its process group
     current = nil

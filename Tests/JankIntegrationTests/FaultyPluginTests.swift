@@ -1,0 +1,68 @@
+import Foundation
+import JankControl
+import JankJSON
+import JankSupervisorCore
+import Testing
+
+/// Plugins that misbehave before or during their handshake end in `error` with a reason,
+/// leave no process behind, and never hang the supervisor.
+@Suite struct FaultyPluginTests {
+  struct Case: Sendable, CustomTestStringConvertible {
+    var name: String
+    var script: String
+    var reason: LastExit.Reason
+    var message: String
+    var testDescription: String { name }
+  }
+
+  static let cases: [Case] = [
+    Case(name: "garbage", script: "echo 'Welcome to my plugin!'; sleep 30", reason: .handshakeFailed, message: "Welcome to my plugin!"),
+    Case(name: "early-exit", script: "echo 'cannot open config' >&2; exit 3", reason: .handshakeFailed, message: "exited with code 3"),
+    Case(name: "silent", script: "exec sleep 30", reason: .startTimeout, message: "start_timeout_ms"),
+    Case(name: "wrong-core", script: "echo '2|1|unix|/tmp/x.sock|grpc|'; sleep 30", reason: .handshakeFailed, message: "core protocol version is '2'"),
+    Case(name: "wrong-app", script: "echo '1|7|unix|/tmp/x.sock|grpc|'; sleep 30", reason: .handshakeFailed, message: "app protocol version is '7'"),
+    Case(name: "netrpc", script: "echo '1|1|unix|/tmp/x.sock|netrpc|'; sleep 30", reason: .handshakeFailed, message: "protocol 'netrpc'"),
+    Case(name: "no-server", script: "echo '1|1|unix|/tmp/jank-nothing-here.sock|grpc|'; sleep 30", reason: .startTimeout, message: "did not report healthy"),
+    Case(name: "flood", script: "head -c 3000000 /dev/zero | tr '\\\\0' 'x'; echo; sleep 30", reason: .handshakeFailed, message: "invalid handshake line"),
+  ]
+
+  @Test(arguments: cases)
+  func misbehavingPluginEndsInErrorWithTheReason(_ fault: Case) async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(fault.name, script: fault.script, extra: #","start_timeout_ms":800"#)
+      let clock = ContinuousClock()
+      let begin = clock.now
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(clock.now - begin < .seconds(5))
+      #expect(info.status == .error)
+      #expect(info.lastExit?.reason == fault.reason)
+      #expect(info.lastError?.contains(fault.message) == true, "\(info.lastError ?? "nil")")
+      #expect(info.pid == nil)
+      // Nothing of the plugin survives: its process group was killed.
+      let leftovers = try await runProgram("/usr/bin/pgrep", ["-f", workspace.plugins + "/" + fault.name + "/"])
+      #expect(leftovers.stdout.isEmpty, "left running: \(leftovers.stdout)")
+
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet"))
+        Issue.record("execute on an errored plugin succeeded")
+      } catch let error as ControlError {
+        #expect(error.kind == .unavailable)
+        #expect(error.message.contains("jankctl start"))
+      }
+    }
+  }
+
+  @Test func aPluginThatCrashesWhileRunningIsReportedWithItsSignal() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addHelloWorld()
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let pid = try #require(info.pid)
+      kill(pid_t(pid), SIGKILL)
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .error })
+      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.lastExit?.reason == .signaled)
+      #expect(after.lastExit?.signal == Int(SIGKILL))
+      #expect(processIsGone(pid))
+    }
+  }
+}

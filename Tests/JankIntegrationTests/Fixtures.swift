@@ -1,0 +1,142 @@
+import Foundation
+import JankControl
+import JankJSON
+import JankSupervisorCore
+import Logging
+import Testing
+
+/// Where SwiftPM put the binaries this test target depends on.
+enum Binaries {
+  static let directory: String = {
+    if let dir = ProcessInfo.processInfo.environment["JANK_BIN_DIR"] { return dir }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = (exe as NSString).deletingLastPathComponent
+    // The test bundle may sit inside `<bin>/X.xctest/…`: walk up to the folder with our products.
+    while !dir.isEmpty, dir != "/", !FileManager.default.fileExists(atPath: dir + "/jank-supervisor") {
+      dir = (dir as NSString).deletingLastPathComponent
+    }
+    return dir
+  }()
+
+  static var helloWorld: String { directory + "/hello-world" }
+  static var supervisor: String { directory + "/jank-supervisor" }
+  static var jankctl: String { directory + "/jankctl" }
+}
+
+/// A temporary plugins folder plus state folder, short enough for socket paths.
+final class Workspace: @unchecked Sendable {
+  let root = "/tmp/jit-\(UUID().uuidString.prefix(8).lowercased())"
+  var plugins: String { root + "/plugins" }
+  var state: String { root + "/state" }
+  var socket: String { state + "/supervisor.sock" }
+
+  init() throws {
+    try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: root) }
+
+  /// Writes a plugin folder: plugin.json (`id`, `binary` = bin/run, plus `extra` fields)
+  /// and, when given, `bin/run` as an executable shell script.
+  @discardableResult
+  func addPlugin(_ name: String, id: String? = nil, script: String?, extra: String = "") throws -> String {
+    let dir = plugins + "/" + name
+    try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+    let manifest = #"{"id":"\#(id ?? "dev.test.\(name)")","name":"\#(name)","version":"1.0.0","type":"handler","binary":"bin/run"\#(extra)}"#
+    try manifest.write(toFile: dir + "/plugin.json", atomically: true, encoding: .utf8)
+    if let script {
+      try ("#!/bin/sh\n" + script + "\n").write(toFile: dir + "/bin/run", atomically: true, encoding: .utf8)
+      chmod(dir + "/bin/run", 0o755)
+    }
+    return "dev.test.\(name)"
+  }
+
+  /// A copy of the Swift hello-world plugin (a script that execs the built binary).
+  @discardableResult
+  func addHelloWorld(_ name: String = "hello", extra: String = "") throws -> String {
+    try addPlugin(name, script: "exec '\(Binaries.helloWorld)' \"$@\"", extra: extra)
+  }
+}
+
+/// An in-process supervisor serving its control socket, with a connected client.
+final class RunningSupervisor: @unchecked Sendable {
+  let supervisor: Supervisor
+  let client: ControlClient
+  private let serving: Task<Void, any Error>
+
+  init(_ workspace: Workspace) async throws {
+    supervisor = Supervisor(
+      configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
+      logger: Logger(label: "test-supervisor"))
+    let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: Logger(label: "test"))
+    serving = Task { try await server.run() }
+    client = try await ControlClient.connect(path: workspace.socket)
+  }
+
+  func shutdown() async {
+    await supervisor.stopAll()
+    await client.close()
+    serving.cancel()
+  }
+}
+
+func withSupervisor(_ body: (Workspace, RunningSupervisor) async throws -> Void) async throws {
+  let workspace = try Workspace()
+  let running = try await RunningSupervisor(workspace)
+  do {
+    try await body(workspace, running)
+  } catch {
+    await running.shutdown()
+    throw error
+  }
+  await running.shutdown()
+}
+
+/// True when no live (non-zombie) process has this pid.
+func processIsGone(_ pid: Int) -> Bool {
+  guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
+  return status.contains("State:\tZ")
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
+  let deadline = ContinuousClock.now + timeout
+  while ContinuousClock.now < deadline {
+    if await condition() { return true }
+    try? await Task.sleep(for: .milliseconds(20))
+  }
+  return await condition()
+}
+
+/// Runs a program to completion on its own thread and returns its exit code and output.
+struct ProgramResult: Sendable {
+  var status: Int32
+  var stdout: String
+  var stderr: String
+}
+
+func runProgram(_ path: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ProgramResult {
+  try await withCheckedThrowingContinuation { continuation in
+    Thread {
+      do {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        continuation.resume(returning: ProgramResult(
+          status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self)))
+      } catch {
+        continuation.resume(throwing: error)
+      }
+    }.start()
+  }
+}
