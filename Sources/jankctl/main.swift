@@ -11,6 +11,24 @@ struct JankCtl: AsyncParsableCommand {
     commandName: "jankctl",
     abstract: "Operate a running jank-supervisor.",
     subcommands: [List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Exec.self, Status.self])
+
+  /// ArgumentParser exits 64 on bad usage; jankctl's contract (design §10) is 2.
+  static func main() async {
+    do {
+      var command = try parseAsRoot()
+      if var command = command as? any AsyncParsableCommand {
+        try await command.run()
+      } else {
+        try command.run()
+      }
+    } catch {
+      if exitCode(for: error) == .validationFailure {
+        FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+        Foundation.exit(2)
+      }
+      exit(withError: error)
+    }
+  }
 }
 
 struct GlobalOptions: ParsableArguments {

@@ -1,0 +1,121 @@
+import Foundation
+import JankJSON
+import Testing
+
+/// The real binaries: `jank-supervisor` with its flags, `jankctl` with `--json` and exit codes.
+@Suite(.serialized) struct CommandLineTests {
+  final class SupervisorProcess: @unchecked Sendable {
+    let process = Process()
+    let workspace: Workspace
+
+    init(_ workspace: Workspace) async throws {
+      self.workspace = workspace
+      process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
+      process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
+      process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+      try process.run()
+      let socket = workspace.socket
+      guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
+        throw CocoaError(.fileNoSuchFile)
+      }
+    }
+
+    func terminate() {
+      process.terminate()
+      process.waitUntilExit()
+    }
+  }
+
+  func jankctl(_ workspace: Workspace, _ arguments: [String]) async throws -> ProgramResult {
+    try await runProgram(Binaries.jankctl, arguments + ["--socket", workspace.socket])
+  }
+
+  func jankctlJSON(_ workspace: Workspace, _ arguments: [String]) async throws -> (Int32, JSONValue) {
+    let result = try await runProgram(Binaries.jankctl, arguments + ["--socket", workspace.socket, "--json"])
+    let json = try JSONDecoder().decode(JSONValue.self, from: Data(result.stdout.utf8))
+    return (result.status, json)
+  }
+
+  @Test func autoStartPluginsRunAndJankctlDrivesThem() async throws {
+    let workspace = try Workspace()
+    let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
+    try workspace.addPlugin("broken", script: "exit 0", extra: #","max_concurrency":"lots""#)
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+
+    #expect(await eventually(timeout: .seconds(10)) {
+      (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready"
+    })
+
+    let (greetStatus, greet) = try await jankctlJSON(workspace, ["exec", id, "greet", "--args", #"{"name":"Ada"}"#])
+    #expect(greetStatus == 0)
+    #expect(greet["data"]?["message"] == "Hello, Ada!")
+    #expect(greet["method"] == "greet")
+
+    let (echoStatus, echo) = try await jankctlJSON(workspace, ["exec", id, "echo", "--args", #"{"deep":{"list":[1,null,"x",{"t":false}]}}"#])
+    #expect(echoStatus == 0)
+    #expect(echo["data"] == ["deep": ["list": [1, nil, "x", ["t": false]]]])
+
+    let (infoStatus, info) = try await jankctlJSON(workspace, ["exec", id, "info"])
+    #expect(infoStatus == 0)
+    #expect(info["data"]?["name"] == "Hello World Plugin")
+
+    let (unknownStatus, unknown) = try await jankctlJSON(workspace, ["exec", id, "fly"])
+    #expect(unknownStatus == 1)
+    #expect(unknown["error"]?["kind"] == "plugin_error")
+    #expect(unknown["error"]?["message"] == "unknown method: fly")
+
+    let (listStatus, list) = try await jankctlJSON(workspace, ["list"])
+    #expect(listStatus == 0)
+    #expect(list["registered"]?.arrayValue?.count == 1)
+    let broken = list["unregistered"]?.arrayValue?.first
+    #expect(broken?["status"] == "incomplete")
+    #expect(broken?["problems"]?.arrayValue?.first?.stringValue?.contains("max_concurrency") == true)
+
+    let human = try await jankctl(workspace, ["list"])
+    #expect(human.status == 0)
+    #expect(human.stdout.contains("ID") && human.stdout.contains(id) && human.stdout.contains("ready"))
+
+    let (stopStatus, stopped) = try await jankctlJSON(workspace, ["stop", id])
+    #expect(stopStatus == 0)
+    #expect(stopped["status"] == "stopped")
+
+    let (statusCode, status) = try await jankctlJSON(workspace, ["status"])
+    #expect(statusCode == 0)
+    #expect(status["registered"] == 1)
+  }
+
+  @Test func exitCodesTellScriptsWhatHappened() async throws {
+    let workspace = try Workspace()
+    // 3: no supervisor listening.
+    let unreachable = try await jankctl(workspace, ["status"])
+    #expect(unreachable.status == 3)
+    #expect(unreachable.stderr.contains("cannot reach the supervisor"))
+    // 2: bad usage, caught before connecting.
+    #expect(try await jankctl(workspace, ["exec", "dev.x.y"]).status == 2)
+    #expect(try await jankctl(workspace, ["exec", "dev.x.y", "m", "--args", "[1]"]).status == 2)
+    #expect(try await jankctl(workspace, ["frobnicate"]).status == 2)
+
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+    // 1: a request error, with the sentence on stderr.
+    let missing = try await jankctl(workspace, ["get", "dev.no.such"])
+    #expect(missing.status == 1)
+    #expect(missing.stderr.contains("not registered"))
+    #expect(try await jankctl(workspace, ["status"]).status == 0)
+  }
+
+  @Test func sigtermStopsEveryPluginAndRemovesTheSocket() async throws {
+    let workspace = try Workspace()
+    let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    #expect(await eventually(timeout: .seconds(10)) {
+      (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready"
+    })
+    let pid = try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)
+    supervisor.terminate()
+    #expect(supervisor.process.terminationStatus == 0)
+    #expect(processIsGone(Int(pid)))
+    #expect(!FileManager.default.fileExists(atPath: workspace.socket))
+  }
+}
