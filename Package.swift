@@ -91,6 +91,14 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // A plugin that misbehaves on request, for the integration tests.
+    .executableTarget(
+      name: "fault-plugin",
+      dependencies: ["JankPlugin", logging],
+      path: "Tests/Fixtures/fault-plugin",
+      swiftSettings: swiftSettings
+    ),
+
     .testTarget(
       name: "JankProtocolTests",
       dependencies: ["JankProtocol", "JankJSON"],
@@ -111,7 +119,7 @@ let package = Package(
       name: "JankIntegrationTests",
       dependencies: [
         "JankSupervisorCore", "JankControl", "JankJSON",
-        "jank-supervisor", "jankctl", "hello-world",
+        "jank-supervisor", "jankctl", "hello-world", "fault-plugin",
       ],
       swiftSettings: swiftSettings
     ),

@@ -48,7 +48,7 @@ public final class ControlServer: Sendable {
   }
 
   /// Serves until the task is cancelled, then closes the socket and removes its file.
-  public func run() async throws {
+  public func run() async {
     defer { unlink(path) }
     await withTaskCancellationHandler {
       try? await channel.closeFuture.get()

@@ -106,8 +106,8 @@ public actor Builder {
       !key.hasPrefix("NOTIFY_SOCKET") && !key.hasPrefix("WATCHDOG_") && !key.hasPrefix("LISTEN_")
     }
     request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
-    let process = try ProcessSpawner.spawn(request)
-    FileManager.default.createFile(atPath: logPath, contents: nil)
+    let process = try await ProcessSpawner.spawn(request)
+    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
     let log = FileHandle(forWritingAtPath: logPath)
     let sink: @Sendable (String) -> Void = { line in log?.write(Data((line + "\n").utf8)) }
     try await OutputReader.start(fd: process.stdout, onLine: sink, onEnd: {})

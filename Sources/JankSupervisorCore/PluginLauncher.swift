@@ -62,7 +62,7 @@ struct PluginLauncher: PluginLaunching {
     request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
     let process: SpawnedProcess
     do {
-      process = try ProcessSpawner.spawn(request)
+      process = try await ProcessSpawner.spawn(request)
     } catch {
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "\(error)")
     }

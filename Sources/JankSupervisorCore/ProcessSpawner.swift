@@ -1,4 +1,5 @@
 import CJankShim
+import Foundation
 import Glibc
 
 /// What to run and how: everything the exec shim applies between fork and exec.
@@ -37,7 +38,13 @@ public struct SpawnedProcess: Sendable {
 
 /// Spawns children through the C exec shim (fork, then only async-signal-safe calls).
 public enum ProcessSpawner {
-  public static func spawn(_ request: SpawnRequest) throws -> SpawnedProcess {
+  /// Forks on one long-lived thread: PR_SET_PDEATHSIG fires when the *thread* that forked
+  /// exits, and the concurrency pool retires idle threads, which would kill the child.
+  public static func spawn(_ request: SpawnRequest) async throws -> SpawnedProcess {
+    try await SpawnThread.shared.run { Result { try spawnNow(request) } }.get()
+  }
+
+  private static func spawnNow(_ request: SpawnRequest) throws -> SpawnedProcess {
     var outPipe: [Int32] = [-1, -1]
     var errPipe: [Int32] = [-1, -1]
     guard jank_pipe_cloexec(&outPipe) == 0 else { throw SpawnError(executable: request.executable, step: "pipe2", errno: errno) }
@@ -105,5 +112,38 @@ final class CStringArray {
       i += 1
     }
     pointer.deallocate()
+  }
+}
+
+/// The thread every fork happens on. It never exits.
+final class SpawnThread: @unchecked Sendable {
+  static let shared = SpawnThread()
+
+  private let condition = NSCondition()
+  private var jobs: [() -> Void] = []  // guarded by `condition`
+
+  private init() {
+    let thread = Thread { [self] in loop() }
+    thread.name = "jank-spawn"
+    thread.start()
+  }
+
+  func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+      condition.lock()
+      jobs.append { continuation.resume(returning: body()) }
+      condition.signal()
+      condition.unlock()
+    }
+  }
+
+  private func loop() {
+    while true {
+      condition.lock()
+      while jobs.isEmpty { condition.wait() }
+      let job = jobs.removeFirst()
+      condition.unlock()
+      job()
+    }
   }
 }

@@ -173,7 +173,7 @@ extension Supervisor {
   /// The control methods this supervisor serves.
   public nonisolated func makeRouter() -> ControlRouter {
     var router = ControlRouter()
-    router.register(ControlMethods.list) { try await self.list(status: $0.status) }
+    router.register(ControlMethods.list) { await self.list(status: $0.status) }
     router.register(ControlMethods.get) { try await self.get(id: $0.id) }
     router.register(ControlMethods.register) { try await self.register(id: $0.id, rebuild: $0.rebuild ?? false) }
     router.register(ControlMethods.unregister) { try await self.unregister(id: $0.id) }

@@ -23,8 +23,8 @@ public struct SupervisorService: Service {
       atPath: (configuration.socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     let server = try await ControlServer.bind(path: configuration.socketPath, router: supervisor.makeRouter(), logger: logger)
     logger.info("control socket listening", metadata: ["socket": "\(configuration.socketPath)"])
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await server.run() }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await server.run() }
       await supervisor.startAutoStartPlugins()
       await onReady(server)
       try? await gracefulShutdown()

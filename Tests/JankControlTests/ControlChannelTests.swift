@@ -87,7 +87,7 @@ func withControlServer(_ body: (String) async throws -> Void) async throws {
     throw ControlError(.notFound, "nothing here; try something else", details: ["id": "x"])
   }
   let server = try await ControlServer.bind(path: path, router: router, maximumLineLength: 4096, logger: Logger(label: "test"))
-  let serving = Task { try await server.run() }
+  let serving = Task { await server.run() }
   defer { serving.cancel() }
   try await body(path)
 }

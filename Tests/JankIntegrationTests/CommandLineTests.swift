@@ -119,3 +119,20 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: workspace.socket))
   }
 }
+
+/// SO_PEERCRED: a user who is neither root, the supervisor's user nor in the socket's group
+/// is refused even when the socket file itself is world-writable.
+@Suite struct ControlSocketPermissionTests {
+  @Test func anotherUserIsRefusedWithAnExplanation() async throws {
+    try #require(getuid() == 0, "this test switches to the nobody user and needs root")
+    try await withSupervisor { workspace, _ in
+      chmod(workspace.root, 0o755)
+      chmod(workspace.state, 0o755)
+      chmod(workspace.socket, 0o666)
+      let result = try await runProgram(
+        "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Binaries.jankctl, "status", "--socket", workspace.socket])
+      #expect(result.status == 1, "\(result.stderr)")
+      #expect(result.stderr.contains("permission denied: uid 65534"), "\(result.stderr)")
+    }
+  }
+}

@@ -19,6 +19,7 @@ enum Binaries {
   }()
 
   static var helloWorld: String { directory + "/hello-world" }
+  static var faultPlugin: String { directory + "/fault-plugin" }
   static var supervisor: String { directory + "/jank-supervisor" }
   static var jankctl: String { directory + "/jankctl" }
 }
@@ -52,6 +53,12 @@ final class Workspace: @unchecked Sendable {
     return "dev.test.\(name)"
   }
 
+  /// The fault plugin (see Tests/Fixtures/fault-plugin).
+  @discardableResult
+  func addFaultPlugin(_ name: String = "fault", extra: String = "") throws -> String {
+    try addPlugin(name, script: "exec '\(Binaries.faultPlugin)' \"$@\"", extra: extra)
+  }
+
   /// A copy of the Swift hello-world plugin (a script that execs the built binary).
   @discardableResult
   func addHelloWorld(_ name: String = "hello", extra: String = "") throws -> String {
@@ -63,14 +70,14 @@ final class Workspace: @unchecked Sendable {
 final class RunningSupervisor: @unchecked Sendable {
   let supervisor: Supervisor
   let client: ControlClient
-  private let serving: Task<Void, any Error>
+  private let serving: Task<Void, Never>
 
   init(_ workspace: Workspace) async throws {
     supervisor = Supervisor(
       configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
       logger: Logger(label: "test-supervisor"))
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: Logger(label: "test"))
-    serving = Task { try await server.run() }
+    serving = Task { await server.run() }
     client = try await ControlClient.connect(path: workspace.socket)
   }
 

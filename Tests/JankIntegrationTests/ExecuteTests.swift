@@ -1,0 +1,89 @@
+import Foundation
+import JankControl
+import JankJSON
+import Testing
+
+/// Execute discipline: deadlines, the concurrency cap, crashes mid-call.
+@Suite struct ExecuteTests {
+  @Test func aCallPastItsDeadlineFailsWithTimeoutInsteadOfHanging() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","exec_timeout_ms":5000"#)
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let clock = ContinuousClock()
+      let begin = clock.now
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 10_000], timeoutMs: 300))
+        Issue.record("a 10 s call returned within a 300 ms deadline")
+      } catch let error as ControlError {
+        #expect(error.kind == .timeout)
+        #expect(error.message.contains("timeout_ms"))
+      }
+      #expect(clock.now - begin < .seconds(3))
+      // exec_timeout_ms caps a larger request timeout too.
+      let capped = clock.now
+      await #expect(throws: ControlError.self) {
+        try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 60_000], timeoutMs: 600_000))
+      }
+      #expect(clock.now - capped < .seconds(8))
+      // The plugin still answers afterwards.
+      let ok = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 1]))
+      #expect(ok.data["slept_ms"] == 1)
+    }
+  }
+
+  @Test func callsBeyondMaxConcurrencyAreBusyAtOnce() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","max_concurrency":2"#)
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let slow = (0..<2).map { _ in
+        Task { try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 1500])) }
+      }
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).inFlight) == 2 })
+      let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(info.status == .running)
+      let clock = ContinuousClock()
+      let begin = clock.now
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "echo"))
+        Issue.record("a third call was accepted with max_concurrency 2")
+      } catch let error as ControlError {
+        #expect(error.kind == .busy)
+      }
+      #expect(clock.now - begin < .milliseconds(500))
+      for task in slow { _ = try await task.value }
+      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.status == .ready)
+      #expect(after.inFlight == 0)
+    }
+  }
+
+  @Test func aCrashMidCallFailsTheCallAndMarksThePlugin() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin()
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "crash"))
+        Issue.record("a crashing call succeeded")
+      } catch let error as ControlError {
+        #expect(error.kind == .unavailable || error.kind == .pluginError)
+      }
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .error })
+      let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(info.lastExit?.reason == .signaled)
+      #expect(info.lastError?.contains("signal 9") == true)
+    }
+  }
+
+  @Test func aFloodOfLogLinesIsKeptToTheLastThousand() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin()
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "log", args: ["lines": 5000]))
+      #expect(await eventually { (try? await running.supervisor.logs(id: id, tail: 1).first?.contains("line 4999")) == true })
+      let lines = try await running.supervisor.logs(id: id, tail: 5000)
+      #expect(lines.count == 1000)
+      let pong = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "echo", args: ["x": 1]))
+      #expect(pong.data["x"] == 1)
+    }
+  }
+}
