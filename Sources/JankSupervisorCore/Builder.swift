@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import JankControl
 import Logging
+import Synchronization
 
 /// How a plugin is built: plugin.json `build`, else detected from the folder.
 public struct BuildPlan: Sendable, Equatable {
@@ -107,11 +108,11 @@ public actor Builder {
     }
     request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
     let process = try await ProcessSpawner.spawn(request)
-    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-    let log = FileHandle(forWritingAtPath: logPath)
-    let sink: @Sendable (String) -> Void = { line in log?.write(Data((line + "\n").utf8)) }
-    try await OutputReader.start(fd: process.stdout, onLine: sink, onEnd: {})
-    try await OutputReader.start(fd: process.stderr, onLine: sink, onEnd: {})
+    let log = try BuildLogFile(path: logPath)
+    let stdoutDone = OneShot<Bool>()
+    let stderrDone = OneShot<Bool>()
+    try await OutputReader.start(fd: process.stdout, onLine: log.append, onEnd: { stdoutDone.deliver(true) })
+    try await OutputReader.start(fd: process.stderr, onLine: log.append, onEnd: { stderrDone.deliver(true) })
     let timeout = self.timeout
     let status = await withTaskGroup(of: ExitStatus?.self) { group in
       group.addTask { await ProcessReaper.shared.waitForExit(pid: process.pid) }
@@ -128,8 +129,18 @@ public actor Builder {
       return first
     }
     ProcessReaper.shared.forget(pid: process.pid)
-    try? await Task.sleep(for: .milliseconds(50))  // let the readers flush the last lines
-    try? log?.close()
+    // Keep every last line: wait for both pipes to reach EOF (bounded, in case the build left
+    // a background process holding them open).
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        _ = await stdoutDone.wait()
+        _ = await stderrDone.wait()
+      }
+      group.addTask { try? await Task.sleep(for: .seconds(2)) }
+      await group.next()
+      group.cancelAll()
+    }
+    log.close()
     return status
   }
 
@@ -156,6 +167,31 @@ public actor Builder {
       busy = false
     } else {
       waiters.removeFirst().resume()
+    }
+  }
+}
+
+/// The build log on disk; lines that arrive after `close` are dropped, never a crash.
+final class BuildLogFile: Sendable {
+  private let handle: Mutex<FileHandle?>
+
+  init(path: String) throws {
+    guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+      throw BuildFailure(summary: "cannot write the build log at \(path)", logTail: [])
+    }
+    self.handle = Mutex(handle)
+  }
+
+  func append(_ line: String) {
+    handle.withLock { handle in
+      try? handle?.write(contentsOf: Data((line + "\n").utf8))
+    }
+  }
+
+  func close() {
+    handle.withLock { handle in
+      try? handle?.close()
+      handle = nil
     }
   }
 }

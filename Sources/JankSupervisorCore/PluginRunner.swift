@@ -25,7 +25,9 @@ actor PluginRunner {
   private var generation = 0
   private var inFlight = 0
   private var restarts = 0
-  private var consecutiveFailures = 0
+  private var planner: RestartPlanner
+  private var nextRestartAt: Date?
+  private var restartTimer: Task<Void, Never>?
   private var lastExit: LastExit?
   private var lastError: String?
 
@@ -50,6 +52,7 @@ actor PluginRunner {
     self.builder = builder
     self.logger = logger
     self.log = PluginLog(pluginID: manifest.id, logger: logger)
+    self.planner = RestartPlanner(policy: manifest.restart)
   }
 
   var info: PluginInfo {
@@ -60,8 +63,8 @@ actor PluginRunner {
       autoStart: manifest.autoStart, pid: current.map { Int($0.pid) },
       startedAt: current.map { ISO8601.format($0.startedAt) },
       uptimeSeconds: current.map { ($0.startedAtMonotonic.duration(to: .now)).seconds },
-      restarts: restarts, consecutiveFailures: consecutiveFailures, inFlight: inFlight,
-      lastExit: lastExit, lastError: lastError, nextRestartAt: nil, transport: current?.transport,
+      restarts: restarts, consecutiveFailures: planner.consecutiveFailures, inFlight: inFlight,
+      lastExit: lastExit, lastError: lastError, nextRestartAt: nextRestartAt.map(ISO8601.format), transport: current?.transport,
       limits: manifest.limits.isEmpty ? nil : .object(manifest.limits), limitsEnforced: nil)
   }
 
@@ -78,16 +81,24 @@ actor PluginRunner {
       await starting.value
       return info
     }
+    // An operator's start leaves `error` and `backoff` at once, with a fresh restart budget.
+    if status == .error || status == .backoff { planner.reset() }
+    cancelRestartTimer()
+    lastError = nil
+    await runLaunch()
+    return info
+  }
+
+  private func runLaunch() async {
     let task = Task { await self.launch() }
     starting = task
     await task.value
     starting = nil
-    return info
   }
 
   private func launch() async {
+    // `last_error` keeps the reason of the last failure until an operator starts the plugin.
     status = .starting
-    lastError = nil
     let binaryPath = directory + "/" + manifest.binary
     if access(binaryPath, X_OK) != 0 {
       do {
@@ -111,10 +122,9 @@ actor PluginRunner {
     do {
       launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
     } catch {
-      consecutiveFailures += 1
       lastExit = LastExit(reason: error.reason, exit: error.exit)
       removeSocketDirectory()
-      fail("start failed: \(error.message)")
+      ended(reason: error.reason, code: error.exit?.code, uptime: nil, message: "start failed: \(error.message)")
       return
     }
     generation += 1
@@ -122,7 +132,6 @@ actor PluginRunner {
       generation: generation, pid: launched.pid, connection: launched.connection,
       transport: launched.handshake.protocol, startedAt: Date(), startedAtMonotonic: .now)
     current = running
-    consecutiveFailures = 0
     status = inFlight > 0 ? .running : .ready
     logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])
     let pid = launched.pid
@@ -152,10 +161,53 @@ actor PluginRunner {
     kill(-running.pid, SIGKILL)  // leftovers of its process group
     current = nil
     removeSocketDirectory()
-    consecutiveFailures += 1
     lastExit = LastExit(reason: exit)
-    // Restart with backoff is the supervision policy's job; until then the crash is an error.
-    fail("the plugin \(exit) unexpectedly; start it again with `jankctl start \(id)`")
+    ended(
+      reason: lastExit!.reason, code: exit.code, uptime: running.startedAtMonotonic.duration(to: .now),
+      message: "the plugin \(exit) unexpectedly")
+  }
+
+  /// The process is gone without a stop request: the restart policy decides what is next.
+  private func ended(reason: LastExit.Reason, code: Int?, uptime: Duration?, message: String) {
+    let decision = planner.processEnded(reason: reason, code: code, uptime: uptime, now: .now, jitter: .random(in: -1...1))
+    switch decision {
+    case .restart(let delay):
+      status = .backoff
+      lastError = message
+      nextRestartAt = Date().addingTimeInterval(delay.seconds)
+      logger.warning("plugin will be restarted", metadata: ["plugin_id": "\(id)", "error": "\(message)", "delay_ms": "\(Int(delay.seconds * 1000))"])
+      scheduleRestart(after: delay)
+    case .stop:
+      status = .stopped
+      wantsRunning = false
+      lastError = nil
+      logger.info("plugin exited cleanly; its restart policy does not restart it", metadata: ["plugin_id": "\(id)"])
+    case .giveUp(let why):
+      fail("\(message); \(why)")
+    }
+  }
+
+  private func scheduleRestart(after delay: Duration) {
+    restartTimer?.cancel()
+    restartTimer = Task { [weak self] in
+      try? await Task.sleep(for: delay)
+      guard !Task.isCancelled else { return }
+      await self?.restartTimerFired()
+    }
+  }
+
+  private func restartTimerFired() async {
+    restartTimer = nil
+    guard wantsRunning, status == .backoff, current == nil, starting == nil else { return }
+    nextRestartAt = nil
+    restarts += 1
+    await runLaunch()
+  }
+
+  private func cancelRestartTimer() {
+    restartTimer?.cancel()
+    restartTimer = nil
+    nextRestartAt = nil
   }
 
   // MARK: stop
@@ -163,6 +215,7 @@ actor PluginRunner {
   /// go-plugin's stop sequence: Shutdown RPC, wait, SIGTERM to the group, 1 s, SIGKILL.
   func stop() async -> PluginInfo {
     wantsRunning = false
+    cancelRestartTimer()
     if let starting { await starting.value }
     if current != nil {
       await stopProcess()

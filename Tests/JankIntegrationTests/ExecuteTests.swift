@@ -57,9 +57,9 @@ import Testing
     }
   }
 
-  @Test func aCrashMidCallFailsTheCallAndMarksThePlugin() async throws {
+  @Test func aCrashMidCallFailsTheCallAndThePluginComesBack() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addFaultPlugin()
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":20}"#)
       _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       do {
         _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "crash"))
@@ -67,9 +67,10 @@ import Testing
       } catch let error as ControlError {
         #expect(error.kind == .unavailable || error.kind == .pluginError)
       }
-      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .error })
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .ready })
       let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
       #expect(info.lastExit?.reason == .signaled)
+      #expect(info.restarts == 1)
       #expect(info.lastError?.contains("signal 9") == true)
     }
   }

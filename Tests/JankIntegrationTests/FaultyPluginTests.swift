@@ -29,7 +29,7 @@ import Testing
   @Test(arguments: cases)
   func misbehavingPluginEndsInErrorWithTheReason(_ fault: Case) async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addPlugin(fault.name, script: fault.script, extra: #","start_timeout_ms":800"#)
+      let id = try workspace.addPlugin(fault.name, script: fault.script, extra: #","start_timeout_ms":800,"restart":{"policy":"never"}"#)
       let clock = ContinuousClock()
       let begin = clock.now
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
@@ -52,17 +52,61 @@ import Testing
     }
   }
 
-  @Test func aPluginThatCrashesWhileRunningIsReportedWithItsSignal() async throws {
+  @Test func aCrashedPluginIsRestartedAndItsExitIsClassified() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addHelloWorld()
+      let id = try workspace.addHelloWorld(extra: #","restart":{"initial_delay_ms":50}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       let pid = try #require(info.pid)
       kill(pid_t(pid), SIGKILL)
-      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .error })
+      #expect(await eventually {
+        let now = try? await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+        return now?.status == .ready && now?.pid != pid
+      })
       let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.restarts == 1)
       #expect(after.lastExit?.reason == .signaled)
       #expect(after.lastExit?.signal == Int(SIGKILL))
       #expect(processIsGone(pid))
+      let greet = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet", args: ["name": "again"]))
+      #expect(greet.data["message"] == "Hello, again!")
+    }
+  }
+
+  @Test func aPluginThatKeepsFailingEndsInErrorAfterMaxRestarts() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "crashloop", script: "echo 'config missing' >&2; exit 3",
+        extra: #","restart":{"initial_delay_ms":10,"max_delay_ms":40,"max_restarts":3,"window_s":60}"#)
+      let first = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(first.status == .backoff)
+      #expect(first.nextRestartAt != nil)
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .error })
+      let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(info.restarts == 3)
+      #expect(info.lastExit?.reason == .handshakeFailed)
+      #expect(info.lastExit?.code == 3)
+      #expect(info.lastError?.contains("max_restarts 3") == true, "\(info.lastError ?? "")")
+      #expect(info.lastError?.contains("config missing") == true)
+      // An operator's start leaves error with a fresh budget.
+      let again = try await running.client.call(ControlMethods.start, PluginIDParams(id: id))
+      #expect(again.status == .backoff)
+      #expect(again.consecutiveFailures == 1)
+      _ = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
+    }
+  }
+
+  @Test func aCleanExitUnderOnFailureStaysStopped() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"policy":"on-failure","initial_delay_ms":10}"#)
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      await #expect(throws: ControlError.self) {
+        try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "exit", args: ["code": 0]))
+      }
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .stopped })
+      let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(info.lastExit?.reason == .exited)
+      #expect(info.lastExit?.code == 0)
+      #expect(info.restarts == 0)
     }
   }
 }

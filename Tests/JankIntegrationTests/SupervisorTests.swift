@@ -104,6 +104,18 @@ import Testing
     }
   }
 
+  @Test func stopKillsWhatThePluginLeftInItsProcessGroup() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin()
+      _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let spawned = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "spawn-stubborn-child"))
+      let child = try #require(spawned.data["pid"]?.numberValue)
+      #expect(!processIsGone(Int(child)))
+      _ = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
+      #expect(await eventually(timeout: .seconds(3)) { processIsGone(Int(child)) }, "a child of the plugin survived stop")
+    }
+  }
+
   @Test func twentyPluginsAtOnceWithConcurrentExecutes() async throws {
     try await withSupervisor { workspace, running in
       let ids = try (1...20).map { try workspace.addPlugin("p\($0)", script: "exec '\(Binaries.helloWorld)' \"$@\"") }

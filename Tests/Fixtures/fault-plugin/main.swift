@@ -22,6 +22,15 @@ struct FaultPlugin: Plugin {
         logger.warning("line \(i)", metadata: ["n": "\(i)"])
       }
       return [:]
+    case "spawn-stubborn-child":
+      // A child in the plugin's process group that ignores SIGTERM: only the group SIGKILL
+      // at the end of the stop sequence removes it.
+      var pid: pid_t = 0
+      let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup("trap '' TERM; exec sleep 600"), nil]
+      defer { argv.forEach { free($0) } }
+      let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
+      guard rc == 0 else { throw PluginError("posix_spawn failed: \(rc)") }
+      return ["pid": .number(Double(pid))]
     case "pid":
       return ["pid": .number(Double(getpid()))]
     case "echo":
