@@ -19,7 +19,8 @@ public final class ControlClient: Sendable {
   private struct State {
     var nextID = 0
     var pending: [Int: CheckedContinuation<Data, any Error>] = [:]
-    var closedReason: String?
+    /// Set once the connection is unusable; later calls fail with it at once.
+    var terminalError: ControlError?
   }
 
   /// Connects to the supervisor; a missing socket or refused connection is `.unavailable`
@@ -90,18 +91,19 @@ public final class ControlClient: Sendable {
     let buffer = ByteBuffer(bytes: line)
     return try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data, any Error>) in
-        let closed = state.withLock { state -> String? in
-          if let reason = state.closedReason { return reason }
-          if Task.isCancelled { return "cancelled" }
+        let refusal = state.withLock { state -> (any Error)? in
+          if let error = state.terminalError { return error }
+          if Task.isCancelled { return CancellationError() }
           state.pending[id] = continuation
           return nil
         }
-        if let closed {
-          continuation.resume(throwing: ControlError(.unavailable, "connection to the supervisor at \(path) is closed (\(closed)); retry once it is back"))
+        if let refusal {
+          continuation.resume(throwing: refusal)
           return
         }
         channel.writeAndFlush(buffer).whenFailure { error in
-          self.finish(id: id, with: .failure(ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))")))
+          let fallback = ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))", details: ["unreachable": true])
+          self.finish(id: id, with: .failure(self.state.withLock { $0.terminalError } ?? fallback))
         }
       }
     } onCancel: {
@@ -120,14 +122,15 @@ public final class ControlClient: Sendable {
     case .number(let id):
       finish(id: id, with: .success(line))
     default:
-      // An error without an id (parse error, refused peer) concerns every waiting call.
-      if let error = head.error { failAll(ControlError(error)) }
+      // An error without an id (a refused peer) ends the connection for every call, even
+      // one that is not sent yet.
+      if let error = head.error { failAll(ControlError(error), terminal: true) }
     }
   }
 
-  fileprivate func failAll(_ error: any Error, closing reason: String? = nil) {
+  fileprivate func failAll(_ error: ControlError, terminal: Bool) {
     let waiting = state.withLock { state -> [CheckedContinuation<Data, any Error>] in
-      if let reason { state.closedReason = reason }
+      if terminal, state.terminalError == nil { state.terminalError = error }
       defer { state.pending = [:] }
       return Array(state.pending.values)
     }
@@ -178,7 +181,7 @@ private final class ResponseHandler: ChannelInboundHandler, Sendable {
   func channelInactive(context: ChannelHandlerContext) {
     client.failAll(
       ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back", details: ["unreachable": true]),
-      closing: "closed by the supervisor")
+      terminal: true)
     context.fireChannelInactive()
   }
 
