@@ -28,6 +28,9 @@ actor PluginRunner {
   private var planner: RestartPlanner
   private var nextRestartAt: Date?
   private var restartTimer: Task<Void, Never>?
+  private var healthTask: Task<Void, Never>?
+  /// Why the supervisor itself killed the current process (health checks), if it did.
+  private var killReason: LastExit.Reason?
   private var lastExit: LastExit?
   private var lastError: String?
 
@@ -140,6 +143,10 @@ actor PluginRunner {
       let exit = await ProcessReaper.shared.waitForExit(pid: pid)
       await self?.processExited(generation: generation, status: exit)
     }
+    healthTask = Task { [weak self, health = manifest.health, connection = launched.connection] in
+      guard let misses = await Self.watchHealth(connection, policy: health) else { return }
+      await self?.healthFailed(generation: generation, misses: misses)
+    }
     if !wantsRunning {
       // A stop arrived while we were starting.
       await stopProcess()
@@ -160,11 +167,19 @@ actor PluginRunner {
     running.connection.close()
     kill(-running.pid, SIGKILL)  // leftovers of its process group
     current = nil
+    healthTask?.cancel()
+    healthTask = nil
     removeSocketDirectory()
     lastExit = LastExit(reason: exit)
+    if let killReason {
+      lastExit?.reason = killReason
+      self.killReason = nil
+    }
     ended(
       reason: lastExit!.reason, code: exit.code, uptime: running.startedAtMonotonic.duration(to: .now),
-      message: "the plugin \(exit) unexpectedly")
+      message: lastExit!.reason == .healthFailed
+        ? "the plugin failed \(manifest.health.failures) health checks in a row and was killed"
+        : "the plugin \(exit) unexpectedly")
   }
 
   /// The process is gone without a stop request: the restart policy decides what is next.
@@ -185,6 +200,28 @@ actor PluginRunner {
     case .giveUp(let why):
       fail("\(message); \(why)")
     }
+  }
+
+  /// Checks health every `interval_ms`; returns the number of misses once `failures` checks
+  /// in a row went unanswered or unhealthy, or nil when cancelled.
+  private static func watchHealth(_ connection: any PluginConnection, policy: PluginManifest.HealthPolicy) async -> Int? {
+    var misses = 0
+    while !Task.isCancelled {
+      try? await Task.sleep(for: .milliseconds(policy.intervalMs))
+      if Task.isCancelled { return nil }
+      let healthy = await connection.healthCheck(timeout: .milliseconds(policy.timeoutMs))
+      misses = healthy ? 0 : misses + 1
+      if misses >= policy.failures { return misses }
+    }
+    return nil
+  }
+
+  /// A plugin that stopped answering is killed and handled as a crash (`health-failed`).
+  private func healthFailed(generation: Int, misses: Int) {
+    guard !stopping, let running = current, running.generation == generation else { return }
+    logger.error("plugin failed its health checks; killing it", metadata: ["plugin_id": "\(id)", "misses": "\(misses)"])
+    killReason = .healthFailed
+    kill(-running.pid, SIGKILL)
   }
 
   private func scheduleRestart(after delay: Duration) {
@@ -229,6 +266,8 @@ actor PluginRunner {
   private func stopProcess() async {
     guard let running = current, !stopping else { return }
     stopping = true
+    healthTask?.cancel()
+    healthTask = nil
     defer { stopping = false }
     let grace = Duration.milliseconds(manifest.stopTimeoutMs)
     await running.connection.shutdown(timeout: grace)

@@ -72,6 +72,27 @@ import Testing
     }
   }
 
+  @Test func aPluginThatStopsAnsweringIsKilledAndRestartedAsHealthFailed() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(
+        extra: #","health":{"interval_ms":100,"timeout_ms":200,"failures":2},"restart":{"initial_delay_ms":20}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let pid = try #require(info.pid)
+      try await Task.sleep(for: .milliseconds(400))
+      #expect(try await running.client.call(ControlMethods.get, PluginIDParams(id: id)).pid == pid, "a healthy plugin was restarted")
+      kill(pid_t(pid), SIGSTOP)
+      #expect(await eventually(timeout: .seconds(10)) {
+        let now = try? await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+        return now?.status == .ready && now?.pid != pid
+      })
+      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.lastExit?.reason == .healthFailed)
+      #expect(after.lastError?.contains("health checks") == true)
+      #expect(after.restarts == 1)
+      #expect(processIsGone(pid))
+    }
+  }
+
   @Test func aPluginThatKeepsFailingEndsInErrorAfterMaxRestarts() async throws {
     try await withSupervisor { workspace, running in
       let id = try workspace.addPlugin(
