@@ -13,7 +13,6 @@ import Synchronization
 /// (pipelined, matched by id). jankctl, jank-api and the tests all use this one client.
 public final class ControlClient: Sendable {
   public let path: String
-  private let channel: any Channel
   private let state: Mutex<State>
 
   private struct State {
@@ -21,15 +20,25 @@ public final class ControlClient: Sendable {
     var pending: [Int: CheckedContinuation<Data, any Error>] = [:]
     /// Set once the connection is unusable; later calls fail with it at once.
     var terminalError: ControlError?
+    var channel: (any Channel)?
   }
 
   /// Connects to the supervisor; a missing socket or refused connection is `.unavailable`
   /// with a message that says how to start the supervisor.
   public static func connect(path: String) async throws -> ControlClient {
-    let channel: any Channel
+    let client = ControlClient(path: path)
     do {
-      channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      // The handlers go in before the connection is active: a refusal sent at once by the
+      // supervisor must not be read by an empty pipeline.
+      let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: 256 << 20)))
+            try channel.pipeline.syncOperations.addHandler(ResponseHandler(client: client))
+          }
+        }
         .connect(unixDomainSocketPath: path).get()
+      client.state.withLock { $0.channel = channel }
     } catch {
       throw ControlError(
         .unavailable,
@@ -37,26 +46,16 @@ public final class ControlClient: Sendable {
         details: ["unreachable": true]
       )
     }
-    let client = ControlClient(path: path, channel: channel)
-    try await channel.eventLoop.submit {
-      try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: 256 << 20)))
-      try channel.pipeline.syncOperations.addHandler(ResponseHandler(client: client))
-    }.get()
     return client
   }
 
-  private init(path: String, channel: any Channel) {
+  private init(path: String) {
     self.path = path
-    self.channel = channel
     self.state = Mutex(State())
   }
 
-  deinit {
-    channel.close(promise: nil)
-  }
-
   public func close() async {
-    try? await channel.close()
+    try? await state.withLock { $0.channel }?.close()
   }
 
   /// Calls a control method; a JSON-RPC error comes back as a thrown ``ControlError``.
@@ -99,6 +98,10 @@ public final class ControlClient: Sendable {
         }
         if let refusal {
           continuation.resume(throwing: refusal)
+          return
+        }
+        guard let channel = state.withLock({ $0.channel }) else {
+          finish(id: id, with: .failure(ControlError(.unavailable, "not connected to \(path)", details: ["unreachable": true])))
           return
         }
         channel.writeAndFlush(buffer).whenFailure { error in

@@ -106,7 +106,12 @@ private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked 
         case .success(let peer):
           handler.logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)"])
           let error = ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(handler.socketPath); run as root, as the supervisor's user, or as a member of the socket's group")
-          Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in channel.close(promise: nil) }
+          // Close only our side: a full close with the client's request still unread would
+          // send a reset that can destroy the explanation before the client reads it.
+          Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+          }
         case .failure:
           channel.close(promise: nil)
         }

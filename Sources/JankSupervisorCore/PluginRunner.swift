@@ -31,6 +31,9 @@ actor PluginRunner {
   private var healthTask: Task<Void, Never>?
   /// Why the supervisor itself killed the current process (health checks), if it did.
   private var killReason: LastExit.Reason?
+  /// Delivered `true` when a starting or restarting plugin becomes ready, `false` when it
+  /// ends in error or stopped; calls that arrive meanwhile wait on it.
+  private var readiness: OneShot<Bool>?
   private var lastExit: LastExit?
   private var lastError: String?
 
@@ -101,7 +104,7 @@ actor PluginRunner {
 
   private func launch() async {
     // `last_error` keeps the reason of the last failure until an operator starts the plugin.
-    status = .starting
+    setStatus(.starting)
     let binaryPath = directory + "/" + manifest.binary
     if access(binaryPath, X_OK) != 0 {
       do {
@@ -112,7 +115,7 @@ actor PluginRunner {
       }
     }
     guard wantsRunning else {
-      status = .stopped
+      setStatus(.stopped)
       return
     }
     do {
@@ -135,7 +138,7 @@ actor PluginRunner {
       generation: generation, pid: launched.pid, connection: launched.connection,
       transport: launched.handshake.protocol, startedAt: Date(), startedAtMonotonic: .now)
     current = running
-    status = inFlight > 0 ? .running : .ready
+    setStatus(inFlight > 0 ? .running : .ready)
     logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])
     let pid = launched.pid
     let generation = running.generation
@@ -153,8 +156,22 @@ actor PluginRunner {
     }
   }
 
+  private func setStatus(_ new: PluginStatus) {
+    status = new
+    switch new {
+    case .starting, .backoff:
+      if readiness == nil { readiness = OneShot() }
+    case .ready, .running:
+      readiness?.deliver(true)
+      readiness = nil
+    default:
+      readiness?.deliver(false)
+      readiness = nil
+    }
+  }
+
   private func fail(_ message: String) {
-    status = .error
+    setStatus(.error)
     lastError = message
     logger.error("plugin failed", metadata: ["plugin_id": "\(id)", "error": "\(message)"])
   }
@@ -187,13 +204,13 @@ actor PluginRunner {
     let decision = planner.processEnded(reason: reason, code: code, uptime: uptime, now: .now, jitter: .random(in: -1...1))
     switch decision {
     case .restart(let delay):
-      status = .backoff
+      setStatus(.backoff)
       lastError = message
       nextRestartAt = Date().addingTimeInterval(delay.seconds)
       logger.warning("plugin will be restarted", metadata: ["plugin_id": "\(id)", "error": "\(message)", "delay_ms": "\(Int(delay.seconds * 1000))"])
       scheduleRestart(after: delay)
     case .stop:
-      status = .stopped
+      setStatus(.stopped)
       wantsRunning = false
       lastError = nil
       logger.info("plugin exited cleanly; its restart policy does not restart it", metadata: ["plugin_id": "\(id)"])
@@ -256,9 +273,9 @@ actor PluginRunner {
     if let starting { await starting.value }
     if current != nil {
       await stopProcess()
-      status = .stopped
+      setStatus(.stopped)
     } else if status != .error {
-      status = .stopped
+      setStatus(.stopped)
     }
     return info
   }
@@ -286,7 +303,7 @@ actor PluginRunner {
     current = nil
     removeSocketDirectory()
     lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())
-    status = .stopped
+    setStatus(.stopped)
     logger.info("plugin stopped", metadata: ["plugin_id": "\(id)"])
   }
 
@@ -306,20 +323,41 @@ actor PluginRunner {
   // MARK: execute
 
   func execute(method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> [String: JSONValue] {
+    let timeout = Duration.milliseconds(min(timeoutMs ?? manifest.execTimeoutMs, manifest.execTimeoutMs))
+    let deadline = ContinuousClock.now + timeout
+    if let readiness, status == .starting || status == .backoff {
+      // A call that arrives while the plugin (re)starts waits for it within its deadline.
+      let ready = await withTaskGroup(of: Bool?.self) { group in
+        group.addTask { await readiness.wait() }
+        group.addTask {
+          try? await Task.sleep(until: deadline)
+          return nil
+        }
+        let first = await group.next()!
+        group.cancelAll()
+        return first
+      }
+      if ready == nil {
+        throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout); it is \(status.rawValue)" + (lastError.map { " (last error: \($0))" } ?? ""))
+      }
+    }
     guard let running = current, status == .ready || status == .running else {
       throw ControlError(.unavailable, "plugin \(id) is \(status.rawValue), not running; start it with `jankctl start \(id)`" + (lastError.map { " (last error: \($0))" } ?? ""))
     }
     guard inFlight < manifest.maxConcurrency else {
       throw ControlError(.busy, "plugin \(id) already has \(inFlight) calls in flight (max_concurrency \(manifest.maxConcurrency)); retry shortly")
     }
-    let timeout = Duration.milliseconds(min(timeoutMs ?? manifest.execTimeoutMs, manifest.execTimeoutMs))
+    let remaining = ContinuousClock.now.duration(to: deadline)
+    guard remaining > .zero else {
+      throw ControlError(.timeout, "plugin \(id) became ready too late for this call's deadline (\(timeout)); retry")
+    }
     inFlight += 1
     status = .running
     defer {
       inFlight -= 1
       if inFlight == 0, status == .running { status = .ready }
     }
-    return try await running.connection.execute(method: method, args: args, timeout: timeout)
+    return try await running.connection.execute(method: method, args: args, timeout: remaining)
   }
 
   // MARK: socket directory

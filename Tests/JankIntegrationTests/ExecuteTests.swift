@@ -88,3 +88,27 @@ import Testing
     }
   }
 }
+
+@Suite struct ExecuteDuringRestartTests {
+  @Test func aCallDuringBackoffWaitsForTheRestartWithinItsDeadline() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":800}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      kill(pid_t(try #require(info.pid)), SIGKILL)
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .backoff })
+
+      // Too short a deadline: a timeout that says the plugin is restarting, not a hang.
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "echo", timeoutMs: 100))
+        Issue.record("a call succeeded while the plugin was in backoff")
+      } catch let error as ControlError {
+        #expect(error.kind == .timeout)
+        #expect(error.message.contains("backoff"))
+      }
+      // A deadline that covers the restart: the call is answered by the new process.
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 10_000))
+      let newPID = try #require(answer.data["pid"]?.numberValue)
+      #expect(Int(newPID) != info.pid)
+    }
+  }
+}
