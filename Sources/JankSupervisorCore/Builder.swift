@@ -114,19 +114,10 @@ public actor Builder {
     try await OutputReader.start(fd: process.stdout, onLine: log.append, onEnd: { stdoutDone.deliver(true) })
     try await OutputReader.start(fd: process.stderr, onLine: log.append, onEnd: { stderrDone.deliver(true) })
     let timeout = self.timeout
-    let status = await withTaskGroup(of: ExitStatus?.self) { group in
-      group.addTask { await ProcessReaper.shared.waitForExit(pid: process.pid) }
-      group.addTask {
-        try? await Task.sleep(for: timeout)
-        return nil
-      }
-      let first = await group.next()!
-      if first == nil {
-        kill(-process.pid, SIGKILL)
-        _ = await group.next()
-      }
-      group.cancelAll()
-      return first
+    let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: timeout)
+    if status == nil {
+      kill(-process.pid, SIGKILL)
+      _ = await ProcessReaper.shared.waitForExit(pid: process.pid)
     }
     ProcessReaper.shared.forget(pid: process.pid)
     // Keep every last line: wait for both pipes to reach EOF (bounded, in case the build left

@@ -111,16 +111,7 @@ struct PluginLauncher: PluginLaunching {
       throw await fail(.startTimeout, "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first")
     case .endOfOutput, .exited:
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
-      let status = await withTaskGroup(of: ExitStatus?.self) { group in
-        group.addTask { await ProcessReaper.shared.waitForExit(pid: process.pid) }
-        group.addTask {
-          try? await Task.sleep(for: .seconds(1))
-          return nil
-        }
-        let first = await group.next()!
-        group.cancelAll()
-        return first
-      }
+      let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"
       let tail = log.tail(5).joined(separator: " | ")
       var failure = await fail(.handshakeFailed, "the plugin \(how) before printing its handshake line" + (tail.isEmpty ? "" : "; its last log lines: \(tail)"))

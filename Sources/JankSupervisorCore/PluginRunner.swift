@@ -308,16 +308,7 @@ actor PluginRunner {
   }
 
   private static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
-    await withTaskGroup(of: ExitStatus?.self) { group in
-      group.addTask { await ProcessReaper.shared.waitForExit(pid: pid) }
-      group.addTask {
-        try? await Task.sleep(for: timeout)
-        return nil
-      }
-      let first = await group.next()!
-      group.cancelAll()
-      return first
-    }
+    await ProcessReaper.shared.waitForExit(pid: pid, within: timeout)
   }
 
   // MARK: execute

@@ -28,12 +28,13 @@ public final class ProcessReaper: Sendable {
 
   private struct Watch {
     var pidfd: Int32
-    var waiters: [CheckedContinuation<ExitStatus, Never>] = []
+    var waiters: [Int: CheckedContinuation<ExitStatus?, Never>] = [:]
   }
 
   private struct State {
     var watches: [pid_t: Watch] = [:]
     var exited: [pid_t: ExitStatus] = [:]
+    var nextWaiterID = 0
   }
 
   private let epollFD: Int32
@@ -61,16 +62,29 @@ public final class ProcessReaper: Sendable {
 
   /// Waits for the child to exit (returns at once if it already did).
   public func waitForExit(pid: pid_t) async -> ExitStatus {
-    await withCheckedContinuation { continuation in
-      let done = state.withLock { state -> ExitStatus? in
-        if let status = state.exited[pid] { return status }
-        if state.watches[pid] != nil {
-          state.watches[pid]!.waiters.append(continuation)
-          return nil
-        }
-        return .exited(-1)  // not ours, or never watched
+    await waitForExit(pid: pid, within: nil) ?? .exited(-1)
+  }
+
+  /// Waits at most `timeout` for the child to exit; nil if it is still running then.
+  public func waitForExit(pid: pid_t, within timeout: Duration?) async -> ExitStatus? {
+    await withCheckedContinuation { (continuation: CheckedContinuation<ExitStatus?, Never>) in
+      let registered = state.withLock { state -> (done: ExitStatus?, id: Int?) in
+        if let status = state.exited[pid] { return (status, nil) }
+        guard state.watches[pid] != nil else { return (.exited(-1), nil) }  // not ours
+        state.nextWaiterID += 1
+        state.watches[pid]!.waiters[state.nextWaiterID] = continuation
+        return (nil, state.nextWaiterID)
       }
-      if let done { continuation.resume(returning: done) }
+      if let done = registered.done {
+        continuation.resume(returning: done)
+        return
+      }
+      guard let timeout, let id = registered.id else { return }
+      Task {
+        try? await Task.sleep(for: timeout)
+        let waiter = self.state.withLock { $0.watches[pid]?.waiters.removeValue(forKey: id) }
+        waiter?.resume(returning: nil)
+      }
     }
   }
 
@@ -107,8 +121,8 @@ public final class ProcessReaper: Sendable {
       _ = jank_epoll_unwatch(epollFD, pidfd)
       close(pidfd)
     }
-    let waiters = state.withLock { state -> [CheckedContinuation<ExitStatus, Never>] in
-      let waiters = state.watches.removeValue(forKey: pid)?.waiters ?? []
+    let waiters = state.withLock { state -> [CheckedContinuation<ExitStatus?, Never>] in
+      let waiters = state.watches.removeValue(forKey: pid)?.waiters.values.map { $0 } ?? []
       state.exited[pid] = exit
       return waiters
     }

@@ -116,6 +116,26 @@ import Testing
     }
   }
 
+  @Test func aPluginThatIgnoresShutdownAndSIGTERMIsKilledOnSchedule() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","stop_timeout_ms":300"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "ignore-term"))
+      // A call in flight keeps the plugin's graceful shutdown waiting.
+      let stuck = Task { try? await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 20_000])) }
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).inFlight) == 1 })
+      let clock = ContinuousClock()
+      let begin = clock.now
+      let stopped = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
+      let took = clock.now - begin
+      #expect(took >= .milliseconds(1_300), "SIGKILL came before Shutdown, 300 ms and SIGTERM + 1 s: \(took)")
+      #expect(took < .milliseconds(2_800), "the stop sequence overran: \(took)")
+      #expect(stopped.lastExit?.signal == Int(SIGKILL))
+      #expect(processIsGone(try #require(info.pid)))
+      _ = await stuck.value
+    }
+  }
+
   @Test func twentyPluginsAtOnceWithConcurrentExecutes() async throws {
     try await withSupervisor { workspace, running in
       let ids = try (1...20).map { try workspace.addPlugin("p\($0)", script: "exec '\(Binaries.helloWorld)' \"$@\"") }

@@ -31,6 +31,10 @@ struct FaultPlugin: Plugin {
       let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
       guard rc == 0 else { throw PluginError("posix_spawn failed: \(rc)") }
       return ["pid": .number(Double(pid))]
+    case "ignore-term":
+      // From now on only SIGKILL ends this plugin.
+      signal(SIGTERM, SIG_IGN)
+      return [:]
     case "pid":
       return ["pid": .number(Double(getpid()))]
     case "echo":
