@@ -27,14 +27,18 @@ public actor Supervisor {
   public let configuration: SupervisorConfiguration
   private let logger: Logger
   private let builder: Builder
+  private let store: StateStore
   private let launcher: any PluginLaunching = PluginLauncher()
   private var runners: [String: PluginRunner] = [:]
+  /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
+  private var desiredRunning: [String: Bool] = [:]
   private var nextSocketIndex = 0
   private let startedAt = ContinuousClock.now
 
   public init(configuration: SupervisorConfiguration, logger: Logger) {
     self.configuration = configuration
     self.logger = logger
+    self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, logger: logger)
   }
 
@@ -42,6 +46,29 @@ public actor Supervisor {
 
   public func discover() -> [DiscoveredPlugin] {
     PluginDiscovery.scan(pluginsDirectory: configuration.pluginsDirectory)
+  }
+
+  /// Restores the registrations saved by an earlier run and starts those the operator
+  /// wanted running, all at once. Call before `startAutoStartPlugins`, so that a plugin an
+  /// operator stopped stays stopped even when it is `auto_start`.
+  public func restoreRegistrations() async {
+    let saved = store.load()
+    let found = discover()
+    var toStart: [PluginRunner] = []
+    for entry in saved where runners[entry.id] == nil {
+      guard let plugin = found.first(where: { $0.manifest?.id == entry.id }), let manifest = plugin.manifest, plugin.status != .incomplete else {
+        logger.error("a registered plugin is gone or invalid; dropping its registration", metadata: ["plugin_id": "\(entry.id)"])
+        continue
+      }
+      let runner = makeRunner(manifest: manifest, directory: plugin.directory)
+      runners[entry.id] = runner
+      desiredRunning[entry.id] = entry.running
+      if entry.running { toStart.append(runner) }
+    }
+    persist()
+    await withTaskGroup(of: Void.self) { group in
+      for runner in toStart { group.addTask { _ = await runner.start() } }
+    }
   }
 
   /// Registers and starts every valid `auto_start` plugin, all at once.
@@ -91,26 +118,34 @@ public actor Supervisor {
     if rebuild {
       try? FileManager.default.removeItem(atPath: plugin.directory + "/" + manifest.binary)
     }
-    let runner = PluginRunner(
-      manifest: manifest, directory: plugin.directory, socketDirectory: newSocketDirectory(),
-      launcher: launcher, builder: builder, logger: logger)
+    let runner = makeRunner(manifest: manifest, directory: plugin.directory)
     runners[id] = runner
+    desiredRunning[id] = true
+    persist()
     return await runner.start()
   }
 
   public func unregister(id: String) async throws -> UnregisterResult {
     let runner = try runner(id)
     runners[id] = nil
+    desiredRunning[id] = nil
+    persist()
     _ = await runner.stop()
     return UnregisterResult(id: id)
   }
 
   public func start(id: String) async throws -> PluginInfo {
-    try await runner(id).start()
+    let runner = try runner(id)
+    desiredRunning[id] = true
+    persist()
+    return await runner.start()
   }
 
   public func stop(id: String) async throws -> PluginInfo {
-    try await runner(id).stop()
+    let runner = try runner(id)
+    desiredRunning[id] = false
+    persist()
+    return await runner.stop()
   }
 
   public func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {
@@ -143,6 +178,25 @@ public actor Supervisor {
   }
 
   // MARK: helpers
+
+  private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
+    PluginRunner(
+      manifest: manifest, directory: directory, socketDirectory: newSocketDirectory(),
+      launcher: launcher, builder: builder, logger: logger)
+  }
+
+  /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,
+  /// so plugins stopped by a shutdown start again with the next supervisor.
+  private func persist() {
+    let entries = runners.map { id, runner in
+      PersistedRegistration(id: id, directory: runner.directory, running: desiredRunning[id] ?? true)
+    }
+    do {
+      try store.save(entries)
+    } catch {
+      logger.error("could not save the state file; registrations will not survive a restart", metadata: ["path": "\(store.path)", "error": "\(error)"])
+    }
+  }
 
   private func runner(_ id: String) throws -> PluginRunner {
     try Self.validate(id: id)

@@ -25,6 +25,7 @@ public struct SupervisorService: Service {
     logger.info("control socket listening", metadata: ["socket": "\(configuration.socketPath)"])
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await server.run() }
+      await supervisor.restoreRegistrations()
       await supervisor.startAutoStartPlugins()
       await onReady(server)
       try? await gracefulShutdown()
