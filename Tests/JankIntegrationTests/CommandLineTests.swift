@@ -105,6 +105,25 @@ import Testing
     #expect(try await jankctl(workspace, ["status"]).status == 0)
   }
 
+  @Test func pluginsDieWithinASecondOfTheSupervisorBeingKilled() async throws {
+    let workspace = try Workspace()
+    let ids = try (1...3).map { try workspace.addHelloWorld("h\($0)", extra: #","auto_start":true"#) }
+    let supervisor = try await SupervisorProcess(workspace)
+    var pids: [Int] = []
+    for id in ids {
+      #expect(await eventually(timeout: .seconds(10)) {
+        (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready"
+      })
+      pids.append(Int(try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)))
+    }
+    kill(supervisor.process.processIdentifier, SIGKILL)
+    supervisor.process.waitUntilExit()
+    let clock = ContinuousClock()
+    let begin = clock.now
+    #expect(await eventually(timeout: .seconds(1)) { pids.allSatisfy { processIsGone($0) } })
+    #expect(clock.now - begin < .seconds(1))
+  }
+
   @Test func sigtermStopsEveryPluginAndRemovesTheSocket() async throws {
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
