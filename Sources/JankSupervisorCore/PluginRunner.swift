@@ -348,7 +348,17 @@ actor PluginRunner {
       inFlight -= 1
       if inFlight == 0, status == .running { status = .ready }
     }
-    return try await running.connection.execute(method: method, args: args, timeout: remaining)
+    do {
+      return try await running.connection.execute(method: method, args: args, timeout: remaining)
+    } catch let error as ControlError where error.kind == .unavailable {
+      // Name the crash when the process died under the call (exactly the calls in flight fail).
+      _ = await ProcessReaper.shared.waitForExit(pid: running.pid, within: .milliseconds(500))
+      guard current?.generation != running.generation, let exit = lastExit else { throw error }
+      let how = exit.signal.map { "killed by signal \($0)" } ?? exit.code.map { "exited with code \($0)" } ?? exit.reason.rawValue
+      throw ControlError(
+        .unavailable, "plugin \(id) crashed during the call (\(how)); the call was not retried, it is restarted per its restart policy",
+        details: ["last_exit": .string(exit.reason.rawValue)])
+    }
   }
 
   // MARK: socket directory

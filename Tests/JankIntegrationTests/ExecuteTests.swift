@@ -65,7 +65,8 @@ import Testing
         _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "crash"))
         Issue.record("a crashing call succeeded")
       } catch let error as ControlError {
-        #expect(error.kind == .unavailable || error.kind == .pluginError)
+        #expect(error.kind == .unavailable)
+        #expect(error.message.contains("crashed during the call (killed by signal 9)"), "\(error.message)")
       }
       #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .ready })
       let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
