@@ -124,6 +124,25 @@ import Testing
     #expect(clock.now - begin < .seconds(1))
   }
 
+  @Test func sigtermWithACallInFlightExitsZeroOnScheduleAndFailsTheCallCleanly() async throws {
+    let workspace = try Workspace()
+    let id = try workspace.addFaultPlugin("slow", extra: #","auto_start":true,"stop_timeout_ms":500"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    #expect(await eventually(timeout: .seconds(10)) {
+      (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready"
+    })
+    let call = Task { try await jankctl(workspace, ["exec", id, "sleep", "--args", #"{"ms":30000}"#]) }
+    #expect(await eventually { (try? await jankctlJSON(workspace, ["get", id]).1["in_flight"]) == 1 })
+    let clock = ContinuousClock()
+    let begin = clock.now
+    supervisor.terminate()
+    #expect(supervisor.process.terminationStatus == 0)
+    #expect(clock.now - begin < .milliseconds(2_500), "shutdown took longer than stop_timeout_ms + 2 s")
+    let result = try await call.value
+    #expect(result.status == 1 || result.status == 3)
+    #expect(!result.stderr.isEmpty)
+  }
+
   @Test func sigtermStopsEveryPluginAndRemovesTheSocket() async throws {
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
