@@ -372,35 +372,3 @@ actor PluginRunner {
     try? FileManager.default.removeItem(atPath: socketDirectory)
   }
 }
-
-extension ExitStatus {
-  var code: Int? { if case .exited(let c) = self { return Int(c) } else { return nil } }
-  var signal: Int? { if case .signaled(let s) = self { return Int(s) } else { return nil } }
-}
-
-extension LastExit {
-  init(reason: Reason, exit: ExitStatus?) {
-    self.init(reason: reason, code: exit?.code, signal: exit?.signal, at: ISO8601.now())
-  }
-
-  init(reason exit: ExitStatus) {
-    switch exit {
-    case .exited(let code): self.init(reason: .exited, code: Int(code), at: ISO8601.now())
-    case .signaled(let signal): self.init(reason: .signaled, signal: Int(signal), at: ISO8601.now())
-    }
-  }
-}
-
-enum ISO8601 {
-  static func now() -> String { format(Date()) }
-  static func format(_ date: Date) -> String {
-    date.formatted(.iso8601)
-  }
-}
-
-extension Duration {
-  var seconds: Double {
-    let (s, attoseconds) = components
-    return Double(s) + Double(attoseconds) / 1e18
-  }
-}
