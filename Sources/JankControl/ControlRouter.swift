@@ -32,7 +32,7 @@ public struct ControlRouter: Sendable {
       } catch let error as ControlError {
         return .failure(error)
       } catch {
-        return .failure(ControlError(.internal, "\(method.name) failed: \(error)"))
+        return .failure(ControlError(.internal, "\(method.name) failed unexpectedly: \(error); the supervisor's log has details"))
       }
     }
   }

@@ -11,7 +11,7 @@ actor PluginRunner {
   let id: String
   let directory: String
   let log: PluginLog
-  private(set) var manifest: PluginManifest
+  let manifest: PluginManifest
   private let socketDirectory: String
   private let launcher: any PluginLaunching
   private let builder: Builder
@@ -41,7 +41,6 @@ actor PluginRunner {
     var generation: Int
     var pid: pid_t
     var connection: any PluginConnection
-    var transport: String
     var startedAt: Date
     var startedAtMonotonic: ContinuousClock.Instant
   }
@@ -70,11 +69,9 @@ actor PluginRunner {
       startedAt: current.map { ISO8601.format($0.startedAt) },
       uptimeSeconds: current.map { ($0.startedAtMonotonic.duration(to: .now)).seconds },
       restarts: restarts, consecutiveFailures: planner.consecutiveFailures, inFlight: inFlight,
-      lastExit: lastExit, lastError: lastError, nextRestartAt: nextRestartAt.map(ISO8601.format), transport: current?.transport,
+      lastExit: lastExit, lastError: lastError, nextRestartAt: nextRestartAt.map(ISO8601.format), transport: current?.connection.transportName,
       limits: manifest.limits.isEmpty ? nil : .object(manifest.limits), limitsEnforced: nil)
   }
-
-  var isRunning: Bool { current != nil }
 
   // MARK: start
 
@@ -136,7 +133,7 @@ actor PluginRunner {
     generation += 1
     let running = Running(
       generation: generation, pid: launched.pid, connection: launched.connection,
-      transport: launched.handshake.protocol, startedAt: Date(), startedAtMonotonic: .now)
+      startedAt: Date(), startedAtMonotonic: .now)
     current = running
     setStatus(inFlight > 0 ? .running : .ready)
     logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])

@@ -118,11 +118,8 @@ public actor Supervisor {
     if rebuild {
       try? FileManager.default.removeItem(atPath: plugin.directory + "/" + manifest.binary)
     }
-    let runner = makeRunner(manifest: manifest, directory: plugin.directory)
-    runners[id] = runner
-    desiredRunning[id] = true
-    persist()
-    return await runner.start()
+    runners[id] = makeRunner(manifest: manifest, directory: plugin.directory)
+    return try await record(id, running: true).start()
   }
 
   public func unregister(id: String) async throws -> UnregisterResult {
@@ -135,17 +132,19 @@ public actor Supervisor {
   }
 
   public func start(id: String) async throws -> PluginInfo {
-    let runner = try runner(id)
-    desiredRunning[id] = true
-    persist()
-    return await runner.start()
+    try await record(id, running: true).start()
   }
 
   public func stop(id: String) async throws -> PluginInfo {
+    try await record(id, running: false).stop()
+  }
+
+  /// Saves what the operator wants for a registered plugin and returns its runner.
+  private func record(_ id: String, running: Bool) throws -> PluginRunner {
     let runner = try runner(id)
-    desiredRunning[id] = false
+    desiredRunning[id] = running
     persist()
-    return await runner.stop()
+    return runner
   }
 
   public func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {

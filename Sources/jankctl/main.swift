@@ -105,6 +105,19 @@ enum Output {
   }
 }
 
+/// A subcommand that sends `{id}` and shows the returned PluginInfo.
+protocol PluginInfoCommand: AsyncParsableCommand {
+  static var method: ControlMethod<PluginIDParams, PluginInfo> { get }
+  var options: GlobalOptions { get }
+  var id: String { get }
+}
+
+extension PluginInfoCommand {
+  func run() async throws {
+    try await perform(options, Self.method, PluginIDParams(id: id), human: Output.describe)
+  }
+}
+
 extension JankCtl {
   struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List registered and discovered plugins.")
@@ -126,13 +139,11 @@ extension JankCtl {
     }
   }
 
-  struct Get: AsyncParsableCommand {
+  struct Get: PluginInfoCommand {
     static let configuration = CommandConfiguration(abstract: "Show one registered plugin.")
+    static let method = ControlMethods.get
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
-    func run() async throws {
-      try await perform(options, ControlMethods.get, PluginIDParams(id: id), human: Output.describe)
-    }
   }
 
   struct Register: AsyncParsableCommand {
@@ -154,22 +165,18 @@ extension JankCtl {
     }
   }
 
-  struct Start: AsyncParsableCommand {
+  struct Start: PluginInfoCommand {
     static let configuration = CommandConfiguration(abstract: "Start a registered plugin.")
+    static let method = ControlMethods.start
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
-    func run() async throws {
-      try await perform(options, ControlMethods.start, PluginIDParams(id: id), human: Output.describe)
-    }
   }
 
-  struct Stop: AsyncParsableCommand {
+  struct Stop: PluginInfoCommand {
     static let configuration = CommandConfiguration(abstract: "Stop a registered plugin.")
+    static let method = ControlMethods.stop
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
-    func run() async throws {
-      try await perform(options, ControlMethods.stop, PluginIDParams(id: id), human: Output.describe)
-    }
   }
 
   struct Exec: AsyncParsableCommand {
