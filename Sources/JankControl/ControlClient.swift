@@ -42,7 +42,7 @@ public final class ControlClient: Sendable {
     } catch {
       throw ControlError(
         .unavailable,
-        "cannot reach the supervisor at \(path) (\(Self.reason(error))); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket",
+        "cannot reach the supervisor at \(path): \(Self.reason(error)); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket",
         details: ["unreachable": true]
       )
     }
@@ -161,7 +161,7 @@ public final class ControlClient: Sendable {
   }
 
   private static func reason(_ error: any Error) -> String {
-    if let error = error as? IOError { return error.description }
+    if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
     return "\(error)"
   }
 }
