@@ -67,7 +67,7 @@ let package = Package(
       name: "JankSupervisorCore",
       dependencies: [
         "JankProtocol", "JankControl", "JankJSON", "CJankShim",
-        grpcCore, grpcTransport, nioCore, nioPosix, logging, lifecycle,
+        grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle,
       ],
       swiftSettings: swiftSettings
     ),

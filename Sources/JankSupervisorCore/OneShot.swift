@@ -44,4 +44,18 @@ final class OneShot<Value: Sendable>: Sendable {
       waiter?.resume(returning: nil)
     }
   }
+
+  /// The value, or nil if `deadline` passes (or the task is cancelled) first.
+  func wait(until deadline: ContinuousClock.Instant) async -> Value? {
+    await withTaskGroup(of: Value?.self) { group in
+      group.addTask { await self.wait() }
+      group.addTask {
+        try? await Task.sleep(until: deadline)
+        return nil
+      }
+      let first = await group.next()!
+      group.cancelAll()
+      return first
+    }
+  }
 }

@@ -3,19 +3,28 @@ import GRPCNIOTransportHTTP2
 import JankControl
 import JankJSON
 import JankProtocol
+import GRPCProtobuf
+import Synchronization
 import SwiftProtobuf
 
 /// The supervisor's side of one plugin process. gRPC is one implementation; a negotiated
 /// framed transport can be another behind the same protocol.
 protocol PluginConnection: Sendable {
   var transportName: String { get }
-  /// Fails with a ControlError: `.pluginError` (the plugin's own error), `.timeout`, `.unavailable`.
+  /// Fails with a ControlError: `.pluginError` (the plugin's own error), `.timeout`, `.unavailable`;
+  /// or with `UndeliveredCall` when the request provably never reached the plugin.
   func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue]
   /// `true` when the plugin answers "healthy" in time.
   func healthCheck(timeout: Duration) async -> Bool
   /// Asks the plugin to exit; returns once it acknowledged or gave up within `timeout`.
   func shutdown(timeout: Duration) async
   func close()
+}
+
+/// A call that failed before its request was handed to a stream to the plugin (connection
+/// refused, plugin gone): the plugin cannot have seen it, so it is safe to send once more.
+struct UndeliveredCall: Error {
+  var error: ControlError
 }
 
 /// go-plugin over gRPC on a Unix socket (or loopback TCP).
@@ -96,15 +105,21 @@ final class GRPCPluginConnection: PluginConnection {
     request.args = AnyMap.pack(args)
     var options = CallOptions.defaults
     options.timeout = timeout
+    let delivery = DeliveryTrackingSerializer<Plugin_ExecuteRequest>()
     do {
-      let response = try await Plugin_PluginService.Client(wrapping: client).execute(request, options: options)
+      let response = try await Plugin_PluginService.Client(wrapping: client).execute(
+        request: ClientRequest(message: request), serializer: delivery,
+        deserializer: ProtobufDeserializer<Plugin_ExecuteResponse>(), options: options
+      ) { try $0.message }
       do {
         return try AnyMap.unpack(response.data)
       } catch {
         throw ControlError(.pluginError, "the plugin answered with data that is not JSON: \(error)")
       }
     } catch let error as RPCError {
-      throw Self.controlError(error, timeout: timeout)
+      let mapped = Self.controlError(error, timeout: timeout)
+      if mapped.kind == .unavailable, !delivery.wasUsed { throw UndeliveredCall(error: mapped) }
+      throw mapped
     }
   }
 
@@ -146,5 +161,24 @@ final class GRPCPluginConnection: PluginConnection {
   private static func describe(_ error: any Error) -> String {
     if let error = error as? RPCError { return "\(error.code): \(error.message)" }
     return "\(error)"
+  }
+}
+
+/// grpc-swift serializes a request only once a stream to the peer is open; a call whose
+/// request was never serialized was never sent. This is how `UndeliveredCall` is told apart
+/// from a call the plugin may have started (which must never be resent).
+struct DeliveryTrackingSerializer<Message: SwiftProtobuf.Message>: MessageSerializer {
+  private final class Flag: Sendable {
+    let used = Atomic(false)
+  }
+
+  private let flag = Flag()
+  private let serializer = ProtobufSerializer<Message>()
+
+  var wasUsed: Bool { flag.used.load(ordering: .acquiring) }
+
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: Message) throws -> Bytes {
+    flag.used.store(true, ordering: .releasing)
+    return try serializer.serialize(message)
   }
 }

@@ -51,7 +51,6 @@ struct PluginLauncher: PluginLaunching {
   private enum StartEvent: Sendable {
     case line(String)
     case endOfOutput
-    case exited(ExitStatus)
     case timedOut
   }
 
@@ -82,22 +81,12 @@ struct PluginLauncher: PluginLaunching {
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "could not read the plugin's output: \(error)")
     }
 
-    let event = await withTaskGroup(of: StartEvent.self) { group in
-      group.addTask {
-        switch await handshakeLine.wait() {
-        case .some(.some(let line)): .line(line)
-        case .some(.none): .endOfOutput
-        case .none: .timedOut  // cancelled: the timeout won
-        }
+    let event: StartEvent =
+      switch await handshakeLine.wait(until: deadline) {
+      case .some(.some(let line)): .line(line)
+      case .some(.none): .endOfOutput
+      case .none: .timedOut
       }
-      group.addTask {
-        try? await Task.sleep(until: deadline)
-        return .timedOut
-      }
-      let first = await group.next()!
-      group.cancelAll()
-      return first
-    }
 
     func fail(_ reason: LastExit.Reason, _ message: String) async -> LaunchFailure {
       kill(-process.pid, SIGKILL)
@@ -109,7 +98,7 @@ struct PluginLauncher: PluginLaunching {
     switch event {
     case .timedOut:
       throw await fail(.startTimeout, "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first")
-    case .endOfOutput, .exited:
+    case .endOfOutput:
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"

@@ -112,4 +112,30 @@ import Testing
       #expect(Int(newPID) != info.pid)
     }
   }
+
+  @Test func anUndeliveredCallIsSentOnceMoreAfterTheRestartAndADeliveredOneNever() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":20}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let oldPID = try #require(info.pid)
+      let marker = workspace.root + "/drop-marker"
+
+      // Delivered: the plugin ran it, then its connection broke before the answer. It fails
+      // and is not run again.
+      await #expect(throws: ControlError.self) {
+        try await running.client.call(
+          ControlMethods.execute, ExecuteParams(id: id, method: "drop-connection", args: ["marker": .string(marker), "exit_after_ms": 1500]))
+      }
+      // The process still lives (the supervisor still sees it ready) but refuses connections:
+      // this call cannot be delivered, so it is sent to the replacement process.
+      let before = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(before.pid == oldPID)
+      #expect(before.status == .ready)
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 10_000))
+      let newPID = try #require(answer.data["pid"]?.numberValue)
+      #expect(Int(newPID) != oldPID)
+      let runs = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n")
+      #expect(runs == ["drop-connection \(oldPID)"])
+    }
+  }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import JankPlugin
 import Logging
@@ -35,6 +36,34 @@ struct FaultPlugin: Plugin {
       // From now on only SIGKILL ends this plugin.
       signal(SIGTERM, SIG_IGN)
       return [:]
+    case "drop-connection":
+      // The plugin's connection breaks while the process lives on for `exit_after_ms`: the
+      // socket file is removed (reconnects are refused) and every open connection is shut
+      // down. This call itself was delivered; `marker` records each time it ran.
+      if let marker = args["marker"]?.stringValue { appendLine(to: marker, "drop-connection \(getpid())") }
+      dropConnections()
+      let delay = UInt32(args["exit_after_ms"]?.numberValue ?? 1500)
+      Thread.detachNewThread {
+        usleep(delay * 1000)
+        _exit(3)
+      }
+      return [:]
+    case "hang":
+      // Blocks its thread for good, without looking at cancellation: only a kill ends it.
+      while true { sleep(60) }
+    case "flood":
+      // Megabytes on stdout and stderr, in one burst.
+      let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1024 - 1) + [UInt8(ascii: "\n")]
+      for _ in 0..<Int((args["mb"]?.numberValue ?? 1) * 16) {
+        _ = chunk.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        _ = chunk.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+      }
+      return [:]
+    case "abort":
+      abort()
+    case "segfault":
+      raise(SIGSEGV)
+      return [:]
     case "pid":
       return ["pid": .number(Double(getpid()))]
     case "echo":
@@ -45,4 +74,43 @@ struct FaultPlugin: Plugin {
   }
 }
 
+/// Removes the socket file and shuts down every connected (non-listening) socket.
+func dropConnections() {
+  if let directory = ProcessInfo.processInfo.environment["PLUGIN_UNIX_SOCKET_DIR"],
+    let names = try? FileManager.default.contentsOfDirectory(atPath: directory)
+  {
+    for name in names where name.hasSuffix(".sock") { unlink(directory + "/" + name) }
+  }
+  for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+    guard let fd = Int32(name) else { continue }
+    var listening: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening == 0 else { continue }
+    shutdown(fd, Int32(SHUT_RDWR))
+  }
+}
+
+func appendLine(to path: String, _ line: String) {
+  let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+  guard fd >= 0 else { return }
+  _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+  close(fd)
+}
+
+/// `FAULT_BAD_HANDSHAKE_ON_START=N` with `FAULT_STATE_DIR`: the Nth start (counted in a
+/// file) prints garbage instead of a handshake, then lingers.
+func badHandshakeIfItsTime() {
+  let environment = ProcessInfo.processInfo.environment
+  guard let n = environment["FAULT_BAD_HANDSHAKE_ON_START"].flatMap(Int.init), let dir = environment["FAULT_STATE_DIR"] else { return }
+  let counter = dir + "/starts"
+  let starts = ((try? String(contentsOfFile: counter, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
+  try? String(starts).write(toFile: counter, atomically: true, encoding: .utf8)
+  guard starts % n == 0 else { return }
+  let line = "this is not a handshake (start \(starts))\n"
+  _ = line.withCString { write(1, $0, strlen($0)) }
+  sleep(30)
+  exit(0)
+}
+
+badHandshakeIfItsTime()
 await serve(FaultPlugin())
