@@ -4,28 +4,6 @@ import Testing
 
 /// The real binaries: `jank-supervisor` with its flags, `jankctl` with `--json` and exit codes.
 @Suite(.serialized) struct CommandLineTests {
-  final class SupervisorProcess: @unchecked Sendable {
-    let process = Process()
-    let workspace: Workspace
-
-    init(_ workspace: Workspace) async throws {
-      self.workspace = workspace
-      process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
-      process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
-      process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-      try process.run()
-      let socket = workspace.socket
-      guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
-        throw CocoaError(.fileNoSuchFile)
-      }
-    }
-
-    func terminate() {
-      process.terminate()
-      process.waitUntilExit()
-    }
-  }
-
   func jankctl(_ workspace: Workspace, _ arguments: [String]) async throws -> ProgramResult {
     try await runProgram(Binaries.jankctl, arguments + ["--socket", workspace.socket])
   }

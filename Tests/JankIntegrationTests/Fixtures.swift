@@ -88,6 +88,31 @@ final class RunningSupervisor: @unchecked Sendable {
   }
 }
 
+/// The real `jank-supervisor` binary as a child of the test, for what must be observed from
+/// outside: its file descriptors, its children, signals sent to it.
+final class SupervisorProcess: @unchecked Sendable {
+  let process = Process()
+  let workspace: Workspace
+  var pid: Int32 { process.processIdentifier }
+
+  init(_ workspace: Workspace) async throws {
+    self.workspace = workspace
+    process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
+    process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
+    process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try process.run()
+    let socket = workspace.socket
+    guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
+      throw CocoaError(.fileNoSuchFile)
+    }
+  }
+
+  func terminate() {
+    process.terminate()
+    process.waitUntilExit()
+  }
+}
+
 func withSupervisor(_ body: (Workspace, RunningSupervisor) async throws -> Void) async throws {
   let workspace = try Workspace()
   let running = try await RunningSupervisor(workspace)
