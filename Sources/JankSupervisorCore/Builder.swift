@@ -71,7 +71,7 @@ public actor Builder {
     case .some(let status):
       throw BuildFailure(summary: "build of \(id) failed (`\(plan.command.joined(separator: " "))` \(status))", logTail: tail)
     case .none:
-      throw BuildFailure(summary: "build of \(id) took longer than \(timeout) and was stopped", logTail: tail)
+      throw BuildFailure(summary: "build of \(id) took longer than \(timeout.readable) and was stopped", logTail: tail)
     }
     let binary = directory + "/" + manifest.binary
     if let output = plan.output {

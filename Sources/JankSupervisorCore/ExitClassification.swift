@@ -33,4 +33,10 @@ extension Duration {
     let (s, attoseconds) = components
     return Double(s) + Double(attoseconds) / 1e18
   }
+
+  /// For messages: "300 ms" below ten seconds, "12.5 s" above.
+  var readable: String {
+    let ms = (seconds * 1000).rounded()
+    return ms < 10_000 ? "\(Int(ms)) ms" : "\((ms / 100).rounded() / 10) s"
+  }
 }

@@ -123,11 +123,16 @@ final class GRPCPluginConnection: PluginConnection {
     }
   }
 
+  /// Both views of health must agree: the plugin's own `HealthCheck` and go-plugin's
+  /// `grpc.health.v1` status for `plugin` (what a go-plugin host pings).
   func healthCheck(timeout: Duration) async -> Bool {
     var options = CallOptions.defaults
     options.timeout = timeout
+    var request = Grpc_Health_V1_HealthCheckRequest()
+    request.service = Handshake.healthService
+    async let grpcHealth = try? await Grpc_Health_V1_Health.Client(wrapping: client).check(request, options: options)
     let response = try? await Plugin_PluginService.Client(wrapping: client).healthCheck(Plugin_HealthCheckRequest(), options: options)
-    return response?.status == "healthy"
+    return await grpcHealth?.status == .serving && response?.status == "healthy"
   }
 
   func shutdown(timeout: Duration) async {
@@ -146,9 +151,9 @@ final class GRPCPluginConnection: PluginConnection {
   static func controlError(_ error: RPCError, timeout: Duration) -> ControlError {
     switch error.code {
     case .deadlineExceeded:
-      return ControlError(.timeout, "the plugin did not answer within \(timeout); raise timeout_ms or make the method faster")
+      return ControlError(.timeout, "the plugin did not answer within \(timeout.readable); raise timeout_ms or make the method faster")
     case .unavailable, .cancelled:
-      return ControlError(.unavailable, "the plugin is not reachable: \(error.message)")
+      return ControlError(.unavailable, "the connection to the plugin failed: \(error.message)")
     case .resourceExhausted:
       return ControlError(.tooLarge, "the call is too large for the plugin: \(error.message)")
     case .invalidArgument:

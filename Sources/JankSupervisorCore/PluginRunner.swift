@@ -317,7 +317,7 @@ actor PluginRunner {
     while true {
       let running = try await readyProcess(before: deadline, timeout: timeout)
       do {
-        return try await send(method: method, args: args, to: running, before: deadline)
+        return try await send(method: method, args: args, to: running, before: deadline, timeout: timeout)
       } catch let undelivered as UndeliveredCall {
         // The plugin never saw this call (its connection was down): send it once more, to
         // the process that replaces this one. A delivered call is never resent.
@@ -333,7 +333,7 @@ actor PluginRunner {
   /// (re)starting; fails at once when it is stopped, in error or at its concurrency cap.
   private func readyProcess(before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Running {
     if let readiness, status == .starting || status == .backoff, await readiness.wait(until: deadline) == nil {
-      throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout); it is \(status.rawValue)" + lastErrorSuffix)
+      throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout.readable); it is \(status.rawValue)" + lastErrorSuffix)
     }
     guard let running = current, status == .ready || status == .running else {
       throw ControlError(.unavailable, "plugin \(id) is \(status.rawValue), not running; start it with `jankctl start \(id)`" + lastErrorSuffix)
@@ -342,14 +342,14 @@ actor PluginRunner {
       throw ControlError(.busy, "plugin \(id) already has \(inFlight) calls in flight (max_concurrency \(manifest.maxConcurrency)); retry shortly")
     }
     guard ContinuousClock.now < deadline else {
-      throw ControlError(.timeout, "plugin \(id) became ready too late for this call's deadline (\(timeout)); retry")
+      throw ControlError(.timeout, "plugin \(id) became ready too late for this call's deadline (\(timeout.readable)); retry")
     }
     return running
   }
 
   private var lastErrorSuffix: String { lastError.map { " (last error: \($0))" } ?? "" }
 
-  private func send(method: String, args: [String: JSONValue], to running: Running, before deadline: ContinuousClock.Instant) async throws -> [String: JSONValue] {
+  private func send(method: String, args: [String: JSONValue], to running: Running, before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> [String: JSONValue] {
     inFlight += 1
     status = .running
     defer {
@@ -358,6 +358,9 @@ actor PluginRunner {
     }
     do {
       return try await running.connection.execute(method: method, args: args, timeout: ContinuousClock.now.duration(to: deadline))
+    } catch let error as ControlError where error.kind == .timeout {
+      // Say the call's whole budget, not what was left of it after waiting for readiness.
+      throw ControlError(.timeout, "plugin \(id) did not answer \(method) within \(timeout.readable); raise timeout_ms (at most exec_timeout_ms \(manifest.execTimeoutMs)) or make the method faster")
     } catch let error as ControlError where error.kind == .unavailable {
       // Name the crash when the process died under the call (exactly the calls in flight fail).
       _ = await ProcessReaper.shared.waitForExit(pid: running.pid, within: .milliseconds(500))
