@@ -14,6 +14,9 @@ let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "sw
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 
 let package = Package(
   name: "jank",
@@ -22,6 +25,7 @@ let package = Package(
     .library(name: "JankPlugin", targets: ["JankPlugin"]),
     .executable(name: "jank-supervisor", targets: ["jank-supervisor"]),
     .executable(name: "jankctl", targets: ["jankctl"]),
+    .executable(name: "jank-api", targets: ["jank-api"]),
     .executable(name: "hello-world", targets: ["hello-world"]),
   ],
   dependencies: [
@@ -33,6 +37,9 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
   ],
   targets: [
     // A JSON value type shared by every layer; knows nothing of gRPC or sockets.
@@ -67,7 +74,7 @@ let package = Package(
       name: "JankSupervisorCore",
       dependencies: [
         "JankProtocol", "JankControl", "JankJSON", "CJankShim",
-        grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle,
+        grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle, metrics, prometheus,
       ],
       swiftSettings: swiftSettings
     ),
@@ -75,6 +82,18 @@ let package = Package(
     .executableTarget(
       name: "jank-supervisor",
       dependencies: ["JankSupervisorCore", "JankControl", argumentParser, logging, lifecycle],
+      swiftSettings: swiftSettings
+    ),
+    // HTTP: routes, envelope, error mapping, auth, metrics, the OpenAPI document.
+    .target(
+      name: "JankHTTP",
+      dependencies: ["JankControl", "JankJSON", hummingbird, metrics, prometheus, logging],
+      resources: [.copy("openapi.json")],
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "jank-api",
+      dependencies: ["JankHTTP", argumentParser, logging, hummingbird],
       swiftSettings: swiftSettings
     ),
     .executableTarget(
@@ -119,7 +138,7 @@ let package = Package(
       name: "JankIntegrationTests",
       dependencies: [
         "JankSupervisorCore", "JankControl", "JankJSON",
-        "jank-supervisor", "jankctl", "hello-world", "fault-plugin",
+        "jank-supervisor", "jankctl", "jank-api", "hello-world", "fault-plugin",
       ],
       swiftSettings: swiftSettings
     ),

@@ -43,7 +43,7 @@ public final class ControlClient: Sendable {
       throw ControlError(
         .unavailable,
         "cannot reach the supervisor at \(path): \(Self.reason(error)); start it with `jank-supervisor` or point --socket / JANK_SOCKET at its socket",
-        details: ["unreachable": true]
+        details: ["unreachable": true, "reason": .string(Self.reason(error))]
       )
     }
     return client
@@ -52,6 +52,11 @@ public final class ControlClient: Sendable {
   private init(path: String) {
     self.path = path
     self.state = Mutex(State())
+  }
+
+  /// False once the connection failed or closed: calls would fail at once; reconnect.
+  public var isConnected: Bool {
+    state.withLock { $0.terminalError == nil && $0.channel != nil }
   }
 
   public func close() async {
@@ -101,11 +106,11 @@ public final class ControlClient: Sendable {
           return
         }
         guard let channel = state.withLock({ $0.channel }) else {
-          finish(id: id, with: .failure(ControlError(.unavailable, "not connected to \(path)", details: ["unreachable": true])))
+          finish(id: id, with: .failure(ControlError(.unavailable, "not connected to \(path)", details: ["unreachable": true, "reason": "not connected"])))
           return
         }
         channel.writeAndFlush(buffer).whenFailure { error in
-          let fallback = ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))", details: ["unreachable": true])
+          let fallback = ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))", details: ["unreachable": true, "reason": .string(Self.reason(error))])
           self.finish(id: id, with: .failure(self.state.withLock { $0.terminalError } ?? fallback))
         }
       }
@@ -183,7 +188,7 @@ private final class ResponseHandler: ChannelInboundHandler, Sendable {
 
   func channelInactive(context: ChannelHandlerContext) {
     client.failAll(
-      ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back", details: ["unreachable": true]),
+      ControlError(.unavailable, "the supervisor at \(client.path) closed the connection; retry once it is back", details: ["unreachable": true, "reason": "it closed the connection"]),
       terminal: true)
     context.fireChannelInactive()
   }

@@ -227,6 +227,31 @@ public struct ExecuteResult: Codable, Sendable, Equatable {
   }
 }
 
+public struct LogsParams: Codable, Sendable, Equatable {
+  public var id: String
+  /// How many of the last lines (default 100, at most 1000).
+  public var tail: Int?
+  public init(id: String, tail: Int? = nil) {
+    self.id = id
+    self.tail = tail
+  }
+}
+
+public struct LogsResult: Codable, Sendable, Equatable {
+  public var id: String
+  public var lines: [String]
+  public init(id: String, lines: [String]) {
+    self.id = id
+    self.lines = lines
+  }
+}
+
+/// Prometheus text exposition (format 0.0.4) of the supervisor's metrics.
+public struct MetricsResult: Codable, Sendable, Equatable {
+  public var text: String
+  public init(text: String) { self.text = text }
+}
+
 public struct UnregisterResult: Codable, Sendable, Equatable {
   public var id: String
   public init(id: String) { self.id = id }
@@ -246,6 +271,10 @@ public enum ControlMethods {
   public static let unregister = ControlMethod<PluginIDParams, UnregisterResult>("plugin.unregister")
   public static let start = ControlMethod<PluginIDParams, PluginInfo>("plugin.start")
   public static let stop = ControlMethod<PluginIDParams, PluginInfo>("plugin.stop")
+  public static let restart = ControlMethod<PluginIDParams, PluginInfo>("plugin.restart")
+  public static let build = ControlMethod<PluginIDParams, PluginInfo>("plugin.build")
+  public static let logs = ControlMethod<LogsParams, LogsResult>("plugin.logs")
   public static let execute = ControlMethod<ExecuteParams, ExecuteResult>("plugin.execute")
   public static let status = ControlMethod<NoParams, SupervisorStatus>("supervisor.status")
+  public static let metrics = ControlMethod<NoParams, MetricsResult>("supervisor.metrics")
 }

@@ -15,6 +15,7 @@ actor PluginRunner {
   private let socketDirectory: String
   private let launcher: any PluginLaunching
   private let builder: Builder
+  private let metrics: SupervisorMetrics
   private let logger: Logger
 
   private var status: PluginStatus = .stopped
@@ -47,7 +48,7 @@ actor PluginRunner {
 
   init(
     manifest: PluginManifest, directory: String, socketDirectory: String,
-    launcher: any PluginLaunching, builder: Builder, logger: Logger
+    launcher: any PluginLaunching, builder: Builder, metrics: SupervisorMetrics, logger: Logger
   ) {
     self.id = manifest.id
     self.manifest = manifest
@@ -55,6 +56,7 @@ actor PluginRunner {
     self.socketDirectory = socketDirectory
     self.launcher = launcher
     self.builder = builder
+    self.metrics = metrics
     self.logger = logger
     self.log = PluginLog(pluginID: manifest.id, logger: logger)
     self.planner = RestartPlanner(policy: manifest.restart)
@@ -252,6 +254,7 @@ actor PluginRunner {
     guard wantsRunning, status == .backoff, current == nil, starting == nil else { return }
     nextRestartAt = nil
     restarts += 1
+    metrics.restarted(pluginID: id)
     await runLaunch()
   }
 
@@ -259,6 +262,33 @@ actor PluginRunner {
     restartTimer?.cancel()
     restartTimer = nil
     nextRestartAt = nil
+  }
+
+  /// An operator's restart: stop the process if there is one, then start afresh (leaves
+  /// `error` and `backoff` with a fresh restart budget, like `start`).
+  func restart() async -> PluginInfo {
+    wantsRunning = true
+    cancelRestartTimer()
+    if let starting { await starting.value }
+    if current != nil {
+      await stopProcess()
+      restarts += 1
+      metrics.restarted(pluginID: id)
+    }
+    return await start()
+  }
+
+  /// Builds the binary now; a running plugin is restarted on the new one. A failed build
+  /// leaves a running plugin serving on its old binary.
+  func build() async throws -> PluginInfo {
+    do {
+      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+    } catch {
+      lastError = "\(error)"
+      throw ControlError(.pluginError, "\(error)", details: ["build_log_tail": .array(((error as? BuildFailure)?.logTail ?? []).map(JSONValue.string))])
+    }
+    lastError = nil
+    return current != nil ? await restart() : info
   }
 
   // MARK: stop

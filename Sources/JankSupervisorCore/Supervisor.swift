@@ -28,6 +28,7 @@ public actor Supervisor {
   private let logger: Logger
   private let builder: Builder
   private let store: StateStore
+  private let metrics = SupervisorMetrics()
   private let launcher: any PluginLaunching = PluginLauncher()
   private var runners: [String: PluginRunner] = [:]
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
@@ -139,6 +140,14 @@ public actor Supervisor {
     try await record(id, running: false).stop()
   }
 
+  public func restart(id: String) async throws -> PluginInfo {
+    try await record(id, running: true).restart()
+  }
+
+  public func build(id: String) async throws -> PluginInfo {
+    try await runner(id).build()
+  }
+
   /// Saves what the operator wants for a registered plugin and returns its runner.
   private func record(_ id: String, running: Bool) throws -> PluginRunner {
     let runner = try runner(id)
@@ -151,12 +160,33 @@ public actor Supervisor {
     guard !method.isEmpty else { throw ControlError(.invalid, "method must not be empty") }
     if let timeoutMs, timeoutMs <= 0 { throw ControlError(.invalid, "timeout_ms must be a positive number of milliseconds") }
     let runner = try runner(id)
-    let data = try await runner.execute(method: method, args: args, timeoutMs: timeoutMs)
-    return ExecuteResult(method: method, data: data)
+    let begin = ContinuousClock.now
+    do {
+      let data = try await runner.execute(method: method, args: args, timeoutMs: timeoutMs)
+      metrics.executed(pluginID: id, outcome: "ok", duration: begin.duration(to: .now))
+      return ExecuteResult(method: method, data: data)
+    } catch {
+      metrics.executed(pluginID: id, outcome: (error as? ControlError)?.kind.rawValue ?? "internal", duration: begin.duration(to: .now))
+      throw error
+    }
   }
 
   public func logs(id: String, tail: Int) throws -> [String] {
     try runner(id).log.tail(tail)
+  }
+
+  /// `plugin.logs`: the last `tail` lines (default 100).
+  public func logs(_ params: LogsParams) throws -> LogsResult {
+    if let tail = params.tail, !(1...PluginLog.capacity).contains(tail) {
+      throw ControlError(.invalid, "tail must be between 1 and \(PluginLog.capacity) lines")
+    }
+    return LogsResult(id: params.id, lines: try runner(params.id).log.tail(params.tail ?? 100))
+  }
+
+  public func metricsText() async -> String {
+    var counts: [PluginStatus: Int] = [:]
+    for runner in runners.values { counts[await runner.info.status, default: 0] += 1 }
+    return metrics.render(statuses: counts, registered: runners.count)
   }
 
   public func status() async -> SupervisorStatus {
@@ -181,7 +211,7 @@ public actor Supervisor {
   private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
     PluginRunner(
       manifest: manifest, directory: directory, socketDirectory: newSocketDirectory(),
-      launcher: launcher, builder: builder, logger: logger)
+      launcher: launcher, builder: builder, metrics: metrics, logger: logger)
   }
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,
@@ -233,7 +263,11 @@ extension Supervisor {
     router.register(ControlMethods.start) { try await self.start(id: $0.id) }
     router.register(ControlMethods.stop) { try await self.stop(id: $0.id) }
     router.register(ControlMethods.execute) { try await self.execute(id: $0.id, method: $0.method, args: $0.args ?? [:], timeoutMs: $0.timeoutMs) }
+    router.register(ControlMethods.restart) { try await self.restart(id: $0.id) }
+    router.register(ControlMethods.build) { try await self.build(id: $0.id) }
+    router.register(ControlMethods.logs) { try await self.logs($0) }
     router.register(ControlMethods.status) { _ in await self.status() }
+    router.register(ControlMethods.metrics) { _ in MetricsResult(text: await self.metricsText()) }
     return router
   }
 }

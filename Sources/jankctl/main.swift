@@ -10,7 +10,9 @@ struct JankCtl: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "jankctl",
     abstract: "Operate a running jank-supervisor.",
-    subcommands: [List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Exec.self, Status.self])
+    subcommands: [
+      List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Restart.self, Build.self, Exec.self, Logs.self, Status.self,
+    ])
 
   /// ArgumentParser exits 64 on bad usage; jankctl's contract (design §10) is 2.
   static func main() async {
@@ -177,6 +179,35 @@ extension JankCtl {
     static let method = ControlMethods.stop
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
+  }
+
+  struct Restart: PluginInfoCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart a registered plugin (also leaves error or backoff).")
+    static let method = ControlMethods.restart
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+  }
+
+  struct Build: PluginInfoCommand {
+    static let configuration = CommandConfiguration(abstract: "Rebuild a registered plugin's binary; a running plugin restarts on it.")
+    static let method = ControlMethods.build
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+  }
+
+  struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the last lines a plugin wrote to stdout and stderr.")
+    @OptionGroup var options: GlobalOptions
+    @Argument(help: "Plugin id.") var id: String
+    @Option(help: "How many lines (1-1000, default 100).") var tail: Int?
+
+    func validate() throws {
+      if let tail, !(1...1000).contains(tail) { throw ValidationError("--tail must be between 1 and 1000") }
+    }
+
+    func run() async throws {
+      try await perform(options, ControlMethods.logs, LogsParams(id: id, tail: tail)) { $0.lines.joined(separator: "\n") }
+    }
   }
 
   struct Exec: AsyncParsableCommand {

@@ -22,6 +22,7 @@ enum Binaries {
   static var faultPlugin: String { directory + "/fault-plugin" }
   static var supervisor: String { directory + "/jank-supervisor" }
   static var jankctl: String { directory + "/jankctl" }
+  static var api: String { directory + "/jank-api" }
 }
 
 /// A temporary plugins folder plus state folder, short enough for socket paths.
@@ -109,6 +110,11 @@ final class SupervisorProcess: @unchecked Sendable {
 
   func terminate() {
     process.terminate()
+    process.waitUntilExit()
+  }
+
+  func killHard() {
+    kill(pid, SIGKILL)
     process.waitUntilExit()
   }
 }

@@ -1,0 +1,11 @@
+public import Hummingbird
+
+/// Per-request state: the request id every response and log line carries.
+public struct APIRequestContext: RequestContext {
+  public var coreContext: CoreRequestContextStorage
+  public var requestID = ""
+
+  public init(source: Source) {
+    self.coreContext = .init(source: source)
+  }
+}
