@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Runs Jank from a fresh checkout: builds the binaries (release), then starts the supervisor
-# with the example plugins on its embedded defaults. It builds and starts every auto_start
-# plugin under plugins/ itself. Ctrl-C stops the supervisor and every plugin.
+# Runs Jank from a fresh checkout: builds the binaries (release), starts the supervisor with
+# the example plugins on its embedded defaults (it builds and starts every auto_start plugin
+# under plugins/ itself) and jank-api on 127.0.0.1:8080 next to it. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release
 socket="$PWD/.jank/supervisor.sock"
 cat <<MSG
-Jank supervisor starting; control socket: $socket
-In another terminal:
+Jank starting: supervisor (control socket $socket) and jank-api on http://127.0.0.1:8080
+Try, in another terminal:
+  curl -s localhost:8080/api/plugin/list
+  curl -s localhost:8080/api/plugin/execute -d '{"id":"dev.jank.plugins.hello-world","method":"greet","args":{"name":"Ada"}}'
   .build/release/jankctl list
-  .build/release/jankctl exec dev.jank.plugins.hello-world greet --args '{"name":"Ada"}'
 MSG
-exec .build/release/jank-supervisor --plugins-dir plugins --state-dir .jank "$@"
+.build/release/jank-supervisor --plugins-dir plugins --state-dir .jank "$@" &
+supervisor=$!
+.build/release/jank-api --socket "$socket" &
+api=$!
+trap 'kill -TERM $api $supervisor 2>/dev/null || true; wait' INT TERM EXIT
+# Either one ending ends the run (the trap stops the other).
+wait -n
