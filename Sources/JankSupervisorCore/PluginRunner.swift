@@ -16,15 +16,15 @@ actor PluginRunner {
   private let launcher: any PluginLaunching
   private let builder: Builder
   private let metrics: SupervisorMetrics
-  private let logger: Logger
+  let logger: Logger
 
-  private var status: PluginStatus = .stopped
+  var status: PluginStatus = .stopped
   private var wantsRunning = false
-  private var current: Running?
+  var current: Running?
   private var starting: Task<Void, Never>?
   private var stopping = false
   private var generation = 0
-  private var inFlight = 0
+  var inFlight = 0
   private var restarts = 0
   private var planner: RestartPlanner
   private var nextRestartAt: Date?
@@ -34,11 +34,11 @@ actor PluginRunner {
   private var killReason: LastExit.Reason?
   /// Delivered `true` when a starting or restarting plugin becomes ready, `false` when it
   /// ends in error or stopped; calls that arrive meanwhile wait on it.
-  private var readiness: OneShot<Bool>?
-  private var lastExit: LastExit?
-  private var lastError: String?
+  var readiness: OneShot<Bool>?
+  var lastExit: LastExit?
+  var lastError: String?
 
-  private struct Running {
+  struct Running {
     var generation: Int
     var pid: pid_t
     var connection: any PluginConnection
@@ -176,7 +176,7 @@ actor PluginRunner {
   }
 
   /// An exit nobody asked for.
-  private func processExited(generation: Int, status exit: ExitStatus) {
+  func processExited(generation: Int, status exit: ExitStatus) {
     // A requested stop handles its own exit (and the reaper's record of it).
     guard !stopping, let running = current, running.generation == generation else { return }
     ProcessReaper.shared.forget(pid: running.pid)
@@ -336,81 +336,6 @@ actor PluginRunner {
 
   private static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
     await ProcessReaper.shared.waitForExit(pid: pid, within: timeout)
-  }
-
-  // MARK: execute
-
-  func execute(method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> [String: JSONValue] {
-    let timeout = Duration.milliseconds(min(timeoutMs ?? manifest.execTimeoutMs, manifest.execTimeoutMs))
-    let deadline = ContinuousClock.now + timeout
-    var resent = false
-    while true {
-      let running = try await readyProcess(before: deadline, timeout: timeout)
-      do {
-        return try await send(method: method, args: args, to: running, before: deadline, timeout: timeout)
-      } catch let undelivered as UndeliveredCall {
-        // The plugin never saw this call (its connection was down): send it once more, to
-        // the process that replaces this one. A delivered call is never resent.
-        guard !resent else { throw undelivered.error }
-        resent = true
-        logger.info("call not delivered; resending it after the plugin restarts", metadata: ["plugin_id": "\(id)", "method": "\(method)"])
-        try await awaitReplacement(of: running, before: deadline, cause: undelivered.error)
-      }
-    }
-  }
-
-  /// The running process to send a call to, waiting within the deadline for a plugin that is
-  /// (re)starting; fails at once when it is stopped, in error or at its concurrency cap.
-  private func readyProcess(before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Running {
-    if let readiness, status == .starting || status == .backoff, await readiness.wait(until: deadline) == nil {
-      throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout.readable); it is \(status.rawValue)" + lastErrorSuffix)
-    }
-    guard let running = current, status == .ready || status == .running else {
-      throw ControlError(.unavailable, "plugin \(id) is \(status.rawValue), not running; start it with `jankctl start \(id)`" + lastErrorSuffix)
-    }
-    guard inFlight < manifest.maxConcurrency else {
-      throw ControlError(.busy, "plugin \(id) already has \(inFlight) calls in flight (max_concurrency \(manifest.maxConcurrency)); retry shortly")
-    }
-    guard ContinuousClock.now < deadline else {
-      throw ControlError(.timeout, "plugin \(id) became ready too late for this call's deadline (\(timeout.readable)); retry")
-    }
-    return running
-  }
-
-  private var lastErrorSuffix: String { lastError.map { " (last error: \($0))" } ?? "" }
-
-  private func send(method: String, args: [String: JSONValue], to running: Running, before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> [String: JSONValue] {
-    inFlight += 1
-    status = .running
-    defer {
-      inFlight -= 1
-      if inFlight == 0, status == .running { status = .ready }
-    }
-    do {
-      return try await running.connection.execute(method: method, args: args, timeout: ContinuousClock.now.duration(to: deadline))
-    } catch let error as ControlError where error.kind == .timeout {
-      // Say the call's whole budget, not what was left of it after waiting for readiness.
-      throw ControlError(.timeout, "plugin \(id) did not answer \(method) within \(timeout.readable); raise timeout_ms (at most exec_timeout_ms \(manifest.execTimeoutMs)) or make the method faster")
-    } catch let error as ControlError where error.kind == .unavailable {
-      // Name the crash when the process died under the call (exactly the calls in flight fail).
-      _ = await ProcessReaper.shared.waitForExit(pid: running.pid, within: .milliseconds(500))
-      guard current?.generation != running.generation, let exit = lastExit else { throw error }
-      let how = exit.signal.map { "killed by signal \($0)" } ?? exit.code.map { "exited with code \($0)" } ?? exit.reason.rawValue
-      throw ControlError(
-        .unavailable, "plugin \(id) crashed during the call (\(how)); the call was not retried, it is restarted per its restart policy",
-        details: ["last_exit": .string(exit.reason.rawValue)])
-    }
-  }
-
-  /// Waits until the process that refused a call is gone and handled (its exit starts the
-  /// restart policy), so the next attempt waits for its replacement.
-  private func awaitReplacement(of running: Running, before deadline: ContinuousClock.Instant, cause: ControlError) async throws {
-    guard current?.generation == running.generation else { return }
-    guard let exit = await ProcessReaper.shared.waitForExit(pid: running.pid, within: ContinuousClock.now.duration(to: deadline)) else {
-      throw ControlError(.timeout, "plugin \(id) refused the call (\(cause.message)) and was not replaced within the call's deadline")
-    }
-    // The reaper's own task may not have reported this exit to the actor yet.
-    processExited(generation: running.generation, status: exit)
   }
 
   // MARK: socket directory
