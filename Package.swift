@@ -69,11 +69,14 @@ let package = Package(
     // Tiny C helpers for what must happen between fork and exec, and syscalls Swift cannot call.
     .target(name: "CJankShim"),
 
+    // libsystemd (sd_notify, sd_watchdog_enabled) through pkg-config.
+    .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+
     // The engine: discovery, manifests, launcher, plugin client, supervision.
     .target(
       name: "JankSupervisorCore",
       dependencies: [
-        "JankProtocol", "JankControl", "JankJSON", "CJankShim",
+        "JankProtocol", "JankControl", "JankJSON", "CJankShim", "CSystemd",
         grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle, metrics, prometheus,
       ],
       swiftSettings: swiftSettings

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Jank builds, runs and tests with, on Debian 12 with Swift 6.3 and CPython.
 # Idempotent: what is already present is not fetched again.
-#   system: pkg-config + libsystemd-dev (CSystemd), procps (pgrep in tests), wrk (HTTP bench)
+#   system: pkg-config + libsystemd-dev (CSystemd), systemd (systemd-analyze verify of
+#           deploy/), procps (pgrep in tests), wrk (HTTP bench)
 #   python: openapi-spec-validator and schemathesis (the OpenAPI document's tests)
 set -euo pipefail
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
-packages=(pkg-config libsystemd-dev procps wrk)
+packages=(pkg-config libsystemd-dev systemd procps wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -198,6 +198,12 @@ public actor Supervisor {
       socket: configuration.socketPath, registered: runners.count, statuses: counts)
   }
 
+  /// One line for systemd's STATUS=, e.g. "3 plugins: 2 ready, 1 error".
+  public func statusLine() async -> String {
+    let counts = await status().statuses.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }
+    return "\(runners.count) plugins" + (counts.isEmpty ? "" : ": " + counts.joined(separator: ", "))
+  }
+
   /// Stops every plugin in parallel (supervisor shutdown).
   public func stopAll() async {
     let all = Array(runners.values)

@@ -96,9 +96,10 @@ final class SupervisorProcess: @unchecked Sendable {
   let workspace: Workspace
   var pid: Int32 { process.processIdentifier }
 
-  init(_ workspace: Workspace) async throws {
+  init(_ workspace: Workspace, environment: [String: String] = [:]) async throws {
     self.workspace = workspace
     process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
     process.standardError = FileHandle(forWritingAtPath: "/dev/null")
     try process.run()

@@ -1,0 +1,29 @@
+import CSystemd
+import Glibc
+
+/// Talks to systemd through libsystemd's `sd_notify` (design §8): READY once the control
+/// socket listens and auto-start plugins were attempted, STATUS with plugin counts, WATCHDOG
+/// while the supervisor's own loop answers, STOPPING on shutdown. Every call is a no-op when
+/// not started by systemd (`NOTIFY_SOCKET` unset).
+public struct SystemdNotifier: Sendable {
+  public init() {}
+
+  public var isEnabled: Bool { getenv("NOTIFY_SOCKET") != nil }
+
+  /// Half the `WatchdogSec=` systemd asked for (its recommendation), or nil when off.
+  public var watchdogInterval: Duration? {
+    var microseconds: UInt64 = 0
+    guard sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else { return nil }
+    return .microseconds(Int64(microseconds / 2))
+  }
+
+  public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+  public func status(_ status: String) { send("STATUS=\(status)") }
+  public func watchdog() { send("WATCHDOG=1") }
+  public func stopping() { send("STOPPING=1\nSTATUS=stopping plugins") }
+
+  private func send(_ state: String) {
+    guard isEnabled else { return }
+    _ = sd_notify(0, state)
+  }
+}

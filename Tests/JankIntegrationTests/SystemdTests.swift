@@ -1,0 +1,102 @@
+import Foundation
+import JankControl
+import Testing
+
+/// The supervisor speaks systemd's notify protocol (through libsystemd) to a real
+/// NOTIFY_SOCKET, and the units in deploy/ pass `systemd-analyze verify`.
+@Suite struct SystemdTests {
+  @Test func readyStatusWatchdogAndStoppingReachTheNotifySocket() async throws {
+    let workspace = try Workspace()
+    try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
+    let notify = try NotifySocket(path: workspace.root + "/notify.sock")
+    defer { notify.close() }
+    // WATCHDOG_USEC=300 ms: the supervisor must ping every 150 ms.
+    let supervisor = try await SupervisorProcess(
+      workspace, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "300000"])
+
+    #expect(await eventually(timeout: .seconds(10)) { notify.messages.contains { $0.hasPrefix("READY=1") } })
+    let ready = notify.messages.first { $0.hasPrefix("READY=1") } ?? ""
+    // READY comes after auto-start plugins were attempted: the status line counts them.
+    #expect(ready.contains("STATUS=1 plugins: 1 ready"), "\(notify.messages)")
+
+    let pings = notify.messages.filter { $0 == "WATCHDOG=1" }.count
+    try await Task.sleep(for: .seconds(1))
+    let later = notify.messages.filter { $0 == "WATCHDOG=1" }.count
+    #expect(later - pings >= 4, "\(later - pings) watchdog pings in 1 s with WATCHDOG_USEC=300000")
+
+    // Plugins never see the supervisor's NOTIFY_SOCKET or WATCHDOG_*.
+    let client = try await ControlClient.connect(path: workspace.socket)
+    let pid = try #require(try await client.call(ControlMethods.get, PluginIDParams(id: "dev.test.hello")).pid)
+    let environ = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
+    #expect(!environ.contains("NOTIFY_SOCKET"))
+    #expect(!environ.contains("WATCHDOG_"))
+    await client.close()
+
+    supervisor.terminate()
+    #expect(supervisor.process.terminationStatus == 0)
+    #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") }, "\(notify.messages.suffix(3))")
+  }
+
+  @Test func theDeployUnitsPassSystemdAnalyzeVerify() async throws {
+    let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("deploy").path
+    let directory = try Workspace().root
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var units: [String] = []
+    for name in ["jank-supervisor.service", "jank-api.service"] {
+      // verify checks that ExecStart exists: point it at the binaries just built.
+      let text = try String(contentsOfFile: deploy + "/" + name, encoding: .utf8)
+        .replacingOccurrences(of: "/usr/local/bin/", with: Binaries.directory + "/")
+      try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
+      units.append(directory + "/" + name)
+      #expect(text.contains("Type=") && text.contains("ExecStart="))
+    }
+    let supervisorUnit = try String(contentsOfFile: deploy + "/jank-supervisor.service", encoding: .utf8)
+    for setting in ["Type=notify", "WatchdogSec=", "Delegate=yes", "KillMode=mixed"] {
+      #expect(supervisorUnit.contains(setting), "jank-supervisor.service lacks \(setting)")
+    }
+    let result = try await runProgram("/usr/bin/systemd-analyze", ["verify"] + units)
+    #expect(result.status == 0)
+    // verify reports problems on stderr but still exits 0 for many of them.
+    #expect(result.stderr.isEmpty && result.stdout.isEmpty, "\(result.stdout)\(result.stderr)")
+  }
+}
+
+/// Receives sd_notify datagrams on a Unix datagram socket, on a thread of its own.
+final class NotifySocket: @unchecked Sendable {
+  let path: String
+  private let fd: Int32
+  private let received = LockedLines()
+
+  init(path: String) throws {
+    self.path = path
+    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      _ = path.withCString { strncpy(raw.baseAddress!.assumingMemoryBound(to: CChar.self), $0, raw.count - 1) }
+    }
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard bound == 0 else { throw APITestError("bind \(path): errno \(errno)") }
+    let socketFD = self.fd
+    let received = self.received
+    Thread {
+      var buffer = [UInt8](repeating: 0, count: 4096)
+      while true {
+        let n = recv(socketFD, &buffer, buffer.count, 0)
+        if n <= 0 { return }
+        received.append(String(decoding: buffer[0..<n], as: UTF8.self))
+      }
+    }.start()
+  }
+
+  var messages: [String] { received.all }
+
+  func close() {
+    shutdown(fd, Int32(SHUT_RDWR))
+    Glibc.close(fd)
+  }
+}
