@@ -16,6 +16,7 @@ extension LastExit {
   init(reason exit: ExitStatus) {
     switch exit {
     case .exited(let code): self.init(reason: .exited, code: Int(code), at: ISO8601.now())
+    case .signaled(let signal) where signal == SIGXCPU: self.init(reason: .cpuLimit, signal: Int(signal), at: ISO8601.now())
     case .signaled(let signal): self.init(reason: .signaled, signal: Int(signal), at: ISO8601.now())
     }
   }

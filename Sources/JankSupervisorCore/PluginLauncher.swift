@@ -59,6 +59,7 @@ struct PluginLauncher: PluginLaunching {
     var request = SpawnRequest(executable: directory + "/" + manifest.binary)
     request.workingDirectory = directory
     request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
+    request.rlimits = manifest.resourceLimits.rlimits
     let process: SpawnedProcess
     do {
       process = try await ProcessSpawner.spawn(request)

@@ -44,6 +44,7 @@ public struct PluginManifest: Sendable, Equatable {
   public var restart = RestartPolicy()
   public var health = HealthPolicy()
   public var limits: [String: JSONValue] = [:]
+  public var resourceLimits = PluginLimits()
   public var build: BuildSpec?
   public var sha256: String?
   public var raw: [String: JSONValue]
@@ -145,6 +146,7 @@ extension PluginManifest {
     }
     if let limits = reader.object("limits") {
       manifest.limits = limits
+      manifest.resourceLimits = PluginLimits.parse(limits, problems: &reader.problems)
     }
     if let build = reader.object("build") {
       var b = FieldReader(raw: build, prefix: "build.")

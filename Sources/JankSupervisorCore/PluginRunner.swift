@@ -193,9 +193,15 @@ actor PluginRunner {
     }
     ended(
       reason: lastExit!.reason, code: exit.code, uptime: running.startedAtMonotonic.duration(to: .now),
-      message: lastExit!.reason == .healthFailed
-        ? "the plugin failed \(manifest.health.failures) health checks in a row and was killed"
-        : "the plugin \(exit) unexpectedly")
+      message: exitMessage(lastExit!.reason, exit))
+  }
+
+  private func exitMessage(_ reason: LastExit.Reason, _ exit: ExitStatus) -> String {
+    switch reason {
+    case .healthFailed: "the plugin failed \(manifest.health.failures) health checks in a row and was killed"
+    case .cpuLimit: "the plugin used up its cpu_seconds limit (\(manifest.resourceLimits.cpuSeconds ?? 0) s of CPU) and was killed by SIGXCPU"
+    default: "the plugin \(exit) unexpectedly"
+    }
   }
 
   /// The process is gone without a stop request: the restart policy decides what is next.

@@ -20,6 +20,23 @@ import Testing
     #expect(manifest.raw["x-custom"] != nil)
   }
 
+  @Test func limitsAreTypedAndUnknownOnesAreNamed() throws {
+    let good = #"{"id":"dev.a.b","name":"x","version":"1","type":"handler","binary":"bin/x","limits":{"open_files":64,"cpu_seconds":5,"core_dumps":false,"memory_mb":128,"cpu_percent":50,"pids":32,"address_space_mb":1024}}"#
+    let limits = try PluginManifest.parse(Data(good.utf8)).resourceLimits
+    #expect(limits.openFiles == 64 && limits.cpuSeconds == 5 && limits.coreDumps == false)
+    #expect(limits.memoryMB == 128 && limits.cpuPercent == 50 && limits.pids == 32 && limits.addressSpaceMB == 1024)
+
+    let bad = #"{"id":"dev.a.b","name":"x","version":"1","type":"handler","binary":"bin/x","limits":{"open_files":"lots","memory":64,"pids":0}}"#
+    do {
+      _ = try PluginManifest.parse(Data(bad.utf8))
+      Issue.record("bad limits parsed")
+    } catch {
+      #expect(error.problems.contains { $0.contains("limits.open_files must be a number") })
+      #expect(error.problems.contains { $0.contains("limits.memory is not a known limit") })
+      #expect(error.problems.contains { $0.contains("limits.pids must be a whole number from 1") })
+    }
+  }
+
   @Test func everyProblemIsReportedNotJustTheFirst() {
     let text = """
       {"id":"Not An Id","name":42,"type":"widget","binary":"../../bin/sh","start_timeout_ms":"soon",

@@ -64,6 +64,27 @@ struct FaultPlugin: Plugin {
     case "segfault":
       raise(SIGSEGV)
       return [:]
+    case "open-files":
+      // Opens /dev/null `count` times (closing them after): how many opened, and the errno
+      // of the first failure.
+      var opened: [Int32] = []
+      var failure: Int32 = 0
+      for _ in 0..<Int(args["count"]?.numberValue ?? 10) {
+        let fd = open("/dev/null", O_RDONLY)
+        if fd < 0 {
+          failure = errno
+          break
+        }
+        opened.append(fd)
+      }
+      opened.forEach { close($0) }
+      return ["opened": .number(Double(opened.count)), "errno": .number(Double(failure))]
+    case "spin":
+      // Burns CPU for `ms` of wall time.
+      let end = ContinuousClock.now + .milliseconds(Int(args["ms"]?.numberValue ?? 1000))
+      var x: UInt64 = 0
+      while ContinuousClock.now < end { x = x &* 6364136223846793005 &+ 1 }
+      return ["x": .number(Double(x % 1000))]
     case "pid":
       return ["pid": .number(Double(getpid()))]
     case "echo":
