@@ -60,8 +60,8 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
     struct rlimit lim = { (rlim_t)r->rlimits[i].soft, (rlim_t)r->rlimits[i].hard };
     if (setrlimit(r->rlimits[i].resource, &lim) != 0) child_fail(pipe_fd, 6);
   }
-  if (r->cgroup_procs_fd >= 0) {
-    if (write(r->cgroup_procs_fd, "0", 1) != 1) child_fail(pipe_fd, 7);
+  for (int i = 0; i < r->cgroup_procs_count; i++) {
+    if (write(r->cgroup_procs_fds[i], "0", 1) != 1) child_fail(pipe_fd, 7);
   }
   // Nothing of the supervisor's (sockets, other plugins' pipes) may leak into the plugin.
   syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);

@@ -41,6 +41,19 @@ public struct LastExit: Codable, Sendable, Equatable {
   }
 }
 
+/// Current resource usage of a plugin process, read from its cgroup.
+public struct ResourceUsage: Codable, Sendable, Equatable {
+  public var memoryBytes: Int?
+  public var pids: Int?
+
+  enum CodingKeys: String, CodingKey { case memoryBytes = "memory_bytes", pids }
+
+  public init(memoryBytes: Int?, pids: Int?) {
+    self.memoryBytes = memoryBytes
+    self.pids = pids
+  }
+}
+
 /// A registered plugin as the supervisor sees it.
 public struct PluginInfo: Codable, Sendable, Equatable {
   public var id: String
@@ -67,14 +80,19 @@ public struct PluginInfo: Codable, Sendable, Equatable {
   /// The wire protocol the running process negotiated ("grpc").
   public var transport: String?
   public var limits: JSONValue?
+  /// What holds the limits of the running process: "cgroup-v2", "cgroup-v1" or "rlimit-only".
   public var limitsEnforced: String?
+  /// Why cgroups are not used, when `limits_enforced` is "rlimit-only".
+  public var limitsNote: String?
+  /// The running process's current usage, from its cgroup.
+  public var usage: ResourceUsage?
 
   enum CodingKeys: String, CodingKey {
     case id, name, version, type, description, author, directory, binary, status, desired
     case autoStart = "auto_start", pid, startedAt = "started_at", uptimeSeconds = "uptime_s"
     case restarts, consecutiveFailures = "consecutive_failures", inFlight = "in_flight"
     case lastExit = "last_exit", lastError = "last_error", nextRestartAt = "next_restart_at"
-    case transport, limits, limitsEnforced = "limits_enforced"
+    case transport, limits, limitsEnforced = "limits_enforced", limitsNote = "limits_note", usage
   }
 
   public init(
@@ -83,7 +101,8 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     desired: String, autoStart: Bool, pid: Int? = nil, startedAt: String? = nil,
     uptimeSeconds: Double? = nil, restarts: Int = 0, consecutiveFailures: Int = 0, inFlight: Int = 0,
     lastExit: LastExit? = nil, lastError: String? = nil, nextRestartAt: String? = nil,
-    transport: String? = nil, limits: JSONValue? = nil, limitsEnforced: String? = nil
+    transport: String? = nil, limits: JSONValue? = nil, limitsEnforced: String? = nil,
+    limitsNote: String? = nil, usage: ResourceUsage? = nil
   ) {
     self.id = id
     self.name = name
@@ -108,6 +127,8 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     self.transport = transport
     self.limits = limits
     self.limitsEnforced = limitsEnforced
+    self.limitsNote = limitsNote
+    self.usage = usage
   }
 }
 

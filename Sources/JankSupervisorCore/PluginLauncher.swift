@@ -8,6 +8,9 @@ struct LaunchedPlugin: Sendable {
   var pid: pid_t
   var connection: any PluginConnection
   var handshake: HandshakeLine
+  /// The process's own cgroup, or nil with the reason in `limitsNote`.
+  var cgroup: PluginCgroup?
+  var limitsNote: String?
 }
 
 /// Why a launch failed, with the exit classification for `last_exit`.
@@ -26,6 +29,9 @@ protocol PluginLaunching: Sendable {
 }
 
 struct PluginLauncher: PluginLaunching {
+  /// Where plugin cgroups go (detected once by the supervisor).
+  var cgroups: CgroupHierarchy = .unavailable(reason: "cgroups are not used")
+
   /// Variables never passed to plugins: they belong to the supervisor's own service manager.
   static let privateVariablePrefixes = ["NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_", "JANK_API_TOKEN"]
 
@@ -60,10 +66,29 @@ struct PluginLauncher: PluginLaunching {
     request.workingDirectory = directory
     request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
     request.rlimits = manifest.resourceLimits.rlimits
+    // A cgroup that cannot be made is not fatal: the plugin runs with rlimits only.
+    var cgroup: PluginCgroup?
+    var limitsNote: String?
+    switch cgroups {
+    case .unavailable(let reason):
+      limitsNote = reason
+    default:
+      do {
+        cgroup = try PluginCgroup.create(name: "\(manifest.id).\(UUID().uuidString.prefix(8).lowercased())", in: cgroups, limits: manifest.resourceLimits)
+        request.cgroupProcsFDs = try cgroup?.openProcsFiles() ?? []
+      } catch {
+        cgroup?.remove()
+        cgroup = nil
+        limitsNote = error.message
+        log.append("jank: plugin runs without its cgroup: \(error.message)", stream: "supervisor")
+      }
+    }
     let process: SpawnedProcess
     do {
+      defer { request.cgroupProcsFDs.forEach { close($0) } }
       process = try await ProcessSpawner.spawn(request)
     } catch {
+      cgroup?.remove()
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "\(error)")
     }
 
@@ -79,6 +104,7 @@ struct PluginLauncher: PluginLaunching {
       try await OutputReader.start(fd: process.stderr, onLine: { log.append($0, stream: "stderr") }, onEnd: {})
     } catch {
       kill(-process.pid, SIGKILL)
+      cgroup?.remove()
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "could not read the plugin's output: \(error)")
     }
 
@@ -93,6 +119,7 @@ struct PluginLauncher: PluginLaunching {
       kill(-process.pid, SIGKILL)
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid)
       ProcessReaper.shared.forget(pid: process.pid)
+      cgroup?.remove()
       return LaunchFailure(reason: reason, exit: status, message: message)
     }
 
@@ -116,7 +143,7 @@ struct PluginLauncher: PluginLaunching {
       }
       do {
         let connection = try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
-        return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake)
+        return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake, cgroup: cgroup, limitsNote: limitsNote)
       } catch {
         throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")
       }

@@ -42,6 +42,8 @@ actor PluginRunner {
     var generation: Int
     var pid: pid_t
     var connection: any PluginConnection
+    var cgroup: PluginCgroup?
+    var limitsNote: String?
     var startedAt: Date
     var startedAtMonotonic: ContinuousClock.Instant
   }
@@ -72,7 +74,10 @@ actor PluginRunner {
       uptimeSeconds: current.map { ($0.startedAtMonotonic.duration(to: .now)).seconds },
       restarts: restarts, consecutiveFailures: planner.consecutiveFailures, inFlight: inFlight,
       lastExit: lastExit, lastError: lastError, nextRestartAt: nextRestartAt.map(ISO8601.format), transport: current?.connection.transportName,
-      limits: manifest.limits.isEmpty ? nil : .object(manifest.limits), limitsEnforced: nil)
+      limits: manifest.limits.isEmpty ? nil : .object(manifest.limits),
+      limitsEnforced: current.map { $0.cgroup.map { "cgroup-v\($0.version)" } ?? "rlimit-only" },
+      limitsNote: current?.cgroup == nil ? current?.limitsNote : nil,
+      usage: current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) })
   }
 
   // MARK: start
@@ -135,7 +140,7 @@ actor PluginRunner {
     generation += 1
     let running = Running(
       generation: generation, pid: launched.pid, connection: launched.connection,
-      startedAt: Date(), startedAtMonotonic: .now)
+      cgroup: launched.cgroup, limitsNote: launched.limitsNote, startedAt: Date(), startedAtMonotonic: .now)
     current = running
     setStatus(inFlight > 0 ? .running : .ready)
     logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])
@@ -190,7 +195,10 @@ actor PluginRunner {
     if let killReason {
       lastExit?.reason = killReason
       self.killReason = nil
+    } else if exit == .signaled(SIGKILL), let cgroup = running.cgroup, cgroup.oomKills > 0 {
+      lastExit?.reason = .oomKilled
     }
+    running.cgroup?.remove()
     ended(
       reason: lastExit!.reason, code: exit.code, uptime: running.startedAtMonotonic.duration(to: .now),
       message: exitMessage(lastExit!.reason, exit))
@@ -199,6 +207,7 @@ actor PluginRunner {
   private func exitMessage(_ reason: LastExit.Reason, _ exit: ExitStatus) -> String {
     switch reason {
     case .healthFailed: "the plugin failed \(manifest.health.failures) health checks in a row and was killed"
+    case .oomKilled: "the plugin went past its memory_mb limit (\(manifest.resourceLimits.memoryMB ?? 0) MB) and the kernel's OOM killer killed it"
     case .cpuLimit: "the plugin used up its cpu_seconds limit (\(manifest.resourceLimits.cpuSeconds ?? 0) s of CPU) and was killed by SIGXCPU"
     default: "the plugin \(exit) unexpectedly"
     }
@@ -331,6 +340,7 @@ actor PluginRunner {
       exit = await ProcessReaper.shared.waitForExit(pid: running.pid)
     }
     kill(-running.pid, SIGKILL)  // any child the plugin left in its group
+    running.cgroup?.remove()  // and any that left the group
     ProcessReaper.shared.forget(pid: running.pid)
     running.connection.close()
     current = nil

@@ -13,6 +13,8 @@ public struct SpawnRequest: Sendable {
   /// The child gets SIGKILL when the supervisor dies.
   public var parentDeathSignal: Int32 = SIGKILL
   public var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64)] = []
+  /// Open `cgroup.procs` files the child writes itself into before exec (the caller closes).
+  public var cgroupProcsFDs: [Int32] = []
 
   public init(executable: String) {
     self.executable = executable
@@ -68,6 +70,7 @@ public enum ProcessSpawner {
     let pid: pid_t = request.executable.withCString { path in
       (request.workingDirectory ?? ".").withCString { cwd in
         limits.withUnsafeBufferPointer { limitBuffer in
+          request.cgroupProcsFDs.withUnsafeBufferPointer { cgroupBuffer in
           var spawn = jank_spawn_request()
           spawn.path = path
           spawn.argv = UnsafePointer(argv.pointer)
@@ -80,8 +83,10 @@ public enum ProcessSpawner {
           spawn.parent_death_signal = request.parentDeathSignal
           spawn.rlimits = limitBuffer.baseAddress
           spawn.rlimit_count = Int32(limitBuffer.count)
-          spawn.cgroup_procs_fd = -1
+          spawn.cgroup_procs_fds = cgroupBuffer.baseAddress
+          spawn.cgroup_procs_count = Int32(cgroupBuffer.count)
           return jank_spawn(&spawn, &failedStep)
+          }
         }
       }
     }

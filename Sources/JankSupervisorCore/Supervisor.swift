@@ -10,6 +10,8 @@ public struct SupervisorConfiguration: Sendable {
   public var stateDirectory: String
   public var socketPath: String
   public var buildTimeout: Duration = .seconds(900)
+  /// Where cgroup filesystems are mounted; a missing path means no cgroups (rlimits only).
+  public var cgroupRoot = "/sys/fs/cgroup"
 
   public init(pluginsDirectory: String, stateDirectory: String, socketPath: String) {
     self.pluginsDirectory = pluginsDirectory
@@ -29,7 +31,9 @@ public actor Supervisor {
   private let builder: Builder
   private let store: StateStore
   private let metrics = SupervisorMetrics()
-  private let launcher: any PluginLaunching = PluginLauncher()
+  private let launcher: any PluginLaunching
+  /// Where each plugin's cgroup goes, found once at start.
+  public let cgroups: CgroupHierarchy
   private var runners: [String: PluginRunner] = [:]
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
@@ -41,6 +45,15 @@ public actor Supervisor {
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, logger: logger)
+    let instance = String(UInt32.random(in: .min ... .max), radix: 16)
+    self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
+    self.launcher = PluginLauncher(cgroups: cgroups)
+    switch cgroups {
+    case .unavailable(let reason):
+      logger.warning("plugins run with rlimits only (no cgroups)", metadata: ["reason": "\(reason)"])
+    default:
+      logger.info("plugins get one cgroup each", metadata: ["hierarchy": "\(cgroups.name)"])
+    }
   }
 
   // MARK: discovery
@@ -210,6 +223,7 @@ public actor Supervisor {
     await withTaskGroup(of: Void.self) { group in
       for runner in all { group.addTask { _ = await runner.stop() } }
     }
+    cgroups.removeInstanceDirectories()
   }
 
   // MARK: helpers

@@ -21,6 +21,9 @@ struct JankSupervisorCommand: AsyncParsableCommand {
   @Option(name: .long, help: "Control socket path (env JANK_SOCKET; default <state-dir>/supervisor.sock).")
   var socket: String?
 
+  @Option(name: .long, help: "Where cgroup filesystems are mounted (env JANK_CGROUP_ROOT; default /sys/fs/cgroup). A missing path means rlimits only.")
+  var cgroupRoot: String?
+
   @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error (env JANK_LOG_LEVEL).")
   var logLevel: String?
 
@@ -42,9 +45,9 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     }
     let logger = Logger(label: "jank-supervisor")
 
-    let supervisor = Supervisor(
-      configuration: SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath),
-      logger: logger)
+    var configuration = SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath)
+    configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
+    let supervisor = Supervisor(configuration: configuration, logger: logger)
     let service = SupervisorService(supervisor: supervisor, logger: logger) { _ in
       let status = await supervisor.status()
       logger.notice(

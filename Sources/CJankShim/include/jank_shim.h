@@ -20,7 +20,8 @@ typedef struct {
   int parent_death_signal;      // PR_SET_PDEATHSIG, 0 for none
   const jank_rlimit *rlimits;
   int rlimit_count;
-  int cgroup_procs_fd;          // an open cgroup.procs to join before exec, or -1
+  const int *cgroup_procs_fds;  // open cgroup.procs files to join before exec (one per v1
+  int cgroup_procs_count;       // hierarchy, or one for v2)
 } jank_spawn_request;
 
 // Forks and execs. Returns the child's pid, or -errno if the child could not exec

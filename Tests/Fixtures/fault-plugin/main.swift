@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import JankPlugin
 import Logging
+import Synchronization
 
 /// A plugin that misbehaves on request, for tests of deadlines, concurrency, crashes and logs.
 struct FaultPlugin: Plugin {
@@ -79,6 +80,33 @@ struct FaultPlugin: Plugin {
       }
       opened.forEach { close($0) }
       return ["opened": .number(Double(opened.count)), "errno": .number(Double(failure))]
+    case "allocate":
+      // Allocates and touches `mb` megabytes, a megabyte at a time, and keeps them.
+      let mb = Int(args["mb"]?.numberValue ?? 16)
+      for _ in 0..<mb {
+        let block = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        memset(block, 1, 1 << 20)
+        let address = Int(bitPattern: block)
+        Hoard.blocks.withLock { $0.append(address) }
+      }
+      return ["allocated_mb": .number(Double(mb))]
+    case "fork-bomb":
+      // Forks up to `count` sleeping children (in the plugin's group, so stop kills them);
+      // reports how many forks succeeded before the first failure.
+      var started = 0
+      var failure: Int32 = 0
+      for _ in 0..<Int(args["count"]?.numberValue ?? 10) {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sleep"), strdup("600"), nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, "/bin/sleep", nil, nil, argv, environ)
+        if rc != 0 {
+          failure = rc
+          break
+        }
+        started += 1
+      }
+      return ["started": .number(Double(started)), "errno": .number(Double(failure))]
     case "spin":
       // Burns CPU for `ms` of wall time.
       let end = ContinuousClock.now + .milliseconds(Int(args["ms"]?.numberValue ?? 1000))
@@ -93,6 +121,11 @@ struct FaultPlugin: Plugin {
       throw PluginError("unknown method: \(method)")
     }
   }
+}
+
+/// Memory the `allocate` method keeps.
+enum Hoard {
+  static let blocks = Mutex<[Int]>([])
 }
 
 /// Removes the socket file and shuts down every connected (non-listening) socket.

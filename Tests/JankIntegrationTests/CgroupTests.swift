@@ -1,0 +1,120 @@
+import Foundation
+import JankControl
+import JankJSON
+import Testing
+
+/// Cgroup limits enforced on this machine (CI runs as root): memory with OOM kills told
+/// apart from crashes, pids against a fork bomb, cpu_percent throttling; and a supervisor
+/// without cgroups that still runs plugins, saying why the limits are rlimits only.
+@Suite struct CgroupTests {
+  @Test func aPluginPastMemoryMBIsOOMKilledReportedAndRestarted() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","limits":{"memory_mb":96},"restart":{"initial_delay_ms":20}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(info.limitsEnforced?.hasPrefix("cgroup-v") == true, "\(info.limitsEnforced ?? "nil") \(info.limitsNote ?? "")")
+      #expect((info.usage?.memoryBytes ?? 0) > 0)
+      let firstPID = Int32(try #require(info.pid))
+      let directory = try #require(cgroupDirectory(of: firstPID, controller: "memory"))
+
+      await #expect(throws: ControlError.self) {
+        try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "allocate", args: ["mb": 400], timeoutMs: 20_000))
+      }
+      #expect(await eventually(timeout: .seconds(10)) {
+        let now = try? await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+        return now?.status == .ready && now?.pid != info.pid
+      })
+      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.lastExit?.reason == .oomKilled, "\(String(describing: after.lastExit))")
+      #expect(after.lastError?.contains("memory_mb") == true, "\(after.lastError ?? "")")
+      #expect(after.restarts == 1)
+      // The dead process's cgroup is gone; the new process has a fresh one.
+      #expect(!FileManager.default.fileExists(atPath: directory))
+    }
+  }
+
+  @Test func aForkBombIsHeldAtPidsAndThePluginSurvives() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","limits":{"pids":40}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let pid = Int32(try #require(info.pid))
+      let directory = try #require(cgroupDirectory(of: pid, controller: "pids"))
+      let bomb = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "fork-bomb", args: ["count": 500]))
+      let started = Int(bomb.data["started"]?.numberValue ?? -1)
+      #expect(started > 0 && started < 40, "\(bomb.data)")
+      #expect(bomb.data["errno"] == .number(Double(EAGAIN)))
+      let during = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(during.pid == info.pid)
+      #expect((during.usage?.pids ?? 0) <= 40)
+      let echo = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "echo", args: ["ok": true]))
+      #expect(echo.data["ok"] == true)
+
+      _ = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
+      // Stopping removes the cgroup, and with it every forked child.
+      #expect(!FileManager.default.fileExists(atPath: directory))
+      let leftovers = try await runProgram("/usr/bin/pgrep", ["-f", "^/bin/sleep 600$", "-P", "\(pid)"])
+      #expect(leftovers.stdout.isEmpty)
+    }
+  }
+
+  @Test func cpuPercentThrottlesABusyLoop() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","limits":{"cpu_percent":20}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let pid = Int32(try #require(info.pid))
+      let directory = try #require(cgroupDirectory(of: pid, controller: "cpu"))
+      let before = cpuSeconds(of: pid)
+      _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "spin", args: ["ms": 2000]))
+      let used = cpuSeconds(of: pid) - before
+      // 20 % of one core over 2 s is 0.4 s; unthrottled it would be about 2 s.
+      #expect(used < 0.8, "the plugin used \(used) s of CPU in 2 s at cpu_percent 20")
+      let stat = (try? String(contentsOfFile: directory + "/cpu.stat", encoding: .utf8)) ?? ""
+      let throttled = stat.split(separator: "\n").first { $0.hasPrefix("nr_throttled ") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+      #expect(throttled > 0, "cpu.stat: \(stat)")
+    }
+  }
+
+  @Test func withoutCgroupsPluginsRunWithRlimitsOnlyAndSayWhy() async throws {
+    let workspace = try Workspace()
+    let id = try workspace.addFaultPlugin(extra: #","limits":{"memory_mb":64,"open_files":64}"#)
+    let supervisor = try await SupervisorProcess(workspace, environment: ["JANK_CGROUP_ROOT": "/nonexistent/cgroup"])
+    defer { supervisor.terminate() }
+    let client = try await ControlClient.connect(path: workspace.socket)
+    let info = try await client.call(ControlMethods.register, RegisterParams(id: id))
+    #expect(info.status == .ready)
+    #expect(info.limitsEnforced == "rlimit-only")
+    #expect(info.limitsNote?.contains("/nonexistent/cgroup") == true, "\(info.limitsNote ?? "nil")")
+    #expect(info.usage == nil)
+    let pid = try #require(info.pid)
+    let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
+    #expect(LimitsTests.limit("Max open files", in: limits) == ["64", "64"])
+    await client.close()
+  }
+}
+
+/// The directory of `pid`'s cgroup for `controller` (v1 hierarchy, or the v2 one).
+func cgroupDirectory(of pid: Int32, controller: String) -> String? {
+  guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
+  for line in text.split(separator: "\n") {
+    let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+    guard parts.count == 3 else { continue }
+    if parts[1].split(separator: ",").contains(Substring(controller)) {
+      return "/sys/fs/cgroup/\(controller)\(parts[2])"
+    }
+  }
+  for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+    let path = line.dropFirst(3)
+    for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where FileManager.default.fileExists(atPath: mount + path + "/cgroup.controllers") {
+      return mount + path
+    }
+  }
+  return nil
+}
+
+/// User + system CPU time of a process, in seconds.
+func cpuSeconds(of pid: Int32) -> Double {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+  let fields = stat[stat.index(after: close)...].split(separator: " ")
+  // After "pid (comm)": state is field 3, utime 14 and stime 15 (1-based) → offsets 11, 12.
+  guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+  return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
