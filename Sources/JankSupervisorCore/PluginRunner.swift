@@ -16,6 +16,8 @@ actor PluginRunner {
   private let launcher: any PluginLaunching
   private let builder: Builder
   private let metrics: SupervisorMetrics
+  /// Told after every status change (systemd's STATUS= line follows them).
+  private let onStatusChange: @Sendable () -> Void
   let logger: Logger
 
   var status: PluginStatus = .stopped
@@ -50,7 +52,8 @@ actor PluginRunner {
 
   init(
     manifest: PluginManifest, directory: String, socketDirectory: String,
-    launcher: any PluginLaunching, builder: Builder, metrics: SupervisorMetrics, logger: Logger
+    launcher: any PluginLaunching, builder: Builder, metrics: SupervisorMetrics, logger: Logger,
+    onStatusChange: @escaping @Sendable () -> Void = {}
   ) {
     self.id = manifest.id
     self.manifest = manifest
@@ -59,6 +62,7 @@ actor PluginRunner {
     self.launcher = launcher
     self.builder = builder
     self.metrics = metrics
+    self.onStatusChange = onStatusChange
     self.logger = logger
     self.log = PluginLog(pluginID: manifest.id, logger: logger)
     self.planner = RestartPlanner(policy: manifest.restart)
@@ -161,6 +165,8 @@ actor PluginRunner {
   }
 
   private func setStatus(_ new: PluginStatus) {
+    let changed = new != status
+    defer { if changed { onStatusChange() } }
     status = new
     switch new {
     case .starting, .backoff:

@@ -31,6 +31,9 @@ public actor Supervisor {
   private let builder: Builder
   private let store: StateStore
   private let metrics = SupervisorMetrics()
+  /// Ticks when any plugin's status changes (at most one pending tick).
+  public nonisolated let statusChanges: AsyncStream<Void>
+  private let statusChanged: AsyncStream<Void>.Continuation
   private let launcher: any PluginLaunching
   /// Where each plugin's cgroup goes, found once at start.
   public let cgroups: CgroupHierarchy
@@ -44,6 +47,7 @@ public actor Supervisor {
     self.configuration = configuration
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
+    (statusChanges, statusChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, logger: logger)
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
@@ -211,10 +215,25 @@ public actor Supervisor {
       socket: configuration.socketPath, registered: runners.count, statuses: counts)
   }
 
-  /// One line for systemd's STATUS=, e.g. "3 plugins: 2 ready, 1 error".
+  /// systemd's STATUS= line: "2 ready, 1 error, 0 backoff" (and starting or stopped ones
+  /// when there are any).
   public func statusLine() async -> String {
-    let counts = await status().statuses.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }
-    return "\(runners.count) plugins" + (counts.isEmpty ? "" : ": " + counts.joined(separator: ", "))
+    var counts: [PluginStatus: Int] = [:]
+    for runner in runners.values { counts[await runner.info.status, default: 0] += 1 }
+    var parts = [
+      "\((counts[.ready] ?? 0) + (counts[.running] ?? 0)) ready", "\(counts[.error] ?? 0) error", "\(counts[.backoff] ?? 0) backoff",
+    ]
+    for extra in [PluginStatus.starting, .stopped] where (counts[extra] ?? 0) > 0 { parts.append("\(counts[extra]!) \(extra.rawValue)") }
+    return parts.joined(separator: ", ")
+  }
+
+  /// Answers as soon as the actor runs: the watchdog only pings after this returns.
+  public func ping() {}
+
+  /// Blocks the supervisor actor (a test hook for the watchdog; see jank-supervisor's
+  /// JANK_TEST_STALL_ON_SIGUSR1).
+  public func stallForTesting(_ duration: Duration) {
+    Thread.sleep(forTimeInterval: duration.seconds)
   }
 
   /// Stops every plugin in parallel (supervisor shutdown).
@@ -231,7 +250,8 @@ public actor Supervisor {
   private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
     PluginRunner(
       manifest: manifest, directory: directory, socketDirectory: newSocketDirectory(),
-      launcher: launcher, builder: builder, metrics: metrics, logger: logger)
+      launcher: launcher, builder: builder, metrics: metrics, logger: logger,
+      onStatusChange: { [statusChanged] in statusChanged.yield() })
   }
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,

@@ -39,22 +39,29 @@ public struct SupervisorService: Service {
     }
   }
 
-  /// STATUS= when the counts change, and WATCHDOG=1 every half `WatchdogSec=` — but only
-  /// after the supervisor actor answered: a wedged supervisor stops pinging and systemd
-  /// restarts it.
+  /// STATUS= on every change of a plugin's status, and WATCHDOG=1 every half
+  /// `WatchdogSec=`, each only after the supervisor actor answered a ping: a stalled engine
+  /// stops the pings and systemd restarts it.
   private static func keepSystemdInformed(_ supervisor: Supervisor, _ systemd: SystemdNotifier) async {
     guard systemd.isEnabled else { return }
-    let watchdog = systemd.watchdogInterval
-    let tick = min(watchdog ?? .seconds(5), .seconds(5))
-    var lastStatus = ""
-    while !Task.isCancelled {
-      let status = await supervisor.statusLine()
-      if watchdog != nil { systemd.watchdog() }
-      if status != lastStatus {
-        systemd.status(status)
-        lastStatus = status
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        var last = ""
+        for await _ in supervisor.statusChanges {
+          let line = await supervisor.statusLine()
+          if line != last { systemd.status(line) }
+          last = line
+        }
       }
-      try? await Task.sleep(for: tick)
+      if let interval = systemd.watchdogInterval {
+        group.addTask {
+          while !Task.isCancelled {
+            await supervisor.ping()
+            systemd.watchdog()
+            try? await Task.sleep(for: interval)
+          }
+        }
+      }
     }
   }
 }

@@ -54,6 +54,19 @@ struct JankSupervisorCommand: AsyncParsableCommand {
         "jank-supervisor ready",
         metadata: ["socket": "\(socketPath)", "plugins": "\(pluginsDirectory)", "registered": "\(status.registered)"])
     }
+    // Test hook: SIGUSR1 stalls the engine for 2 s, to prove the watchdog then goes quiet.
+    var stallSource: (any DispatchSourceSignal)?
+    if env["JANK_TEST_STALL_ON_SIGUSR1"] == "1" {
+      signal(SIGUSR1, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: SIGUSR1)
+      source.setEventHandler {
+        logger.warning("SIGUSR1: stalling the engine for 2 s (JANK_TEST_STALL_ON_SIGUSR1)")
+        Task { await supervisor.stallForTesting(.seconds(2)) }
+      }
+      source.resume()
+      stallSource = source
+    }
+    defer { stallSource?.cancel() }
     let group = ServiceGroup(
       configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()

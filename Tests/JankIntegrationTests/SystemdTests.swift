@@ -17,7 +17,7 @@ import Testing
     #expect(await eventually(timeout: .seconds(10)) { notify.messages.contains { $0.hasPrefix("READY=1") } })
     let ready = notify.messages.first { $0.hasPrefix("READY=1") } ?? ""
     // READY comes after auto-start plugins were attempted: the status line counts them.
-    #expect(ready.contains("STATUS=1 plugins: 1 ready"), "\(notify.messages)")
+    #expect(ready.contains("STATUS=1 ready, 0 error, 0 backoff"), "\(notify.messages)")
 
     let pings = notify.messages.filter { $0 == "WATCHDOG=1" }.count
     try await Task.sleep(for: .seconds(1))
@@ -32,9 +32,33 @@ import Testing
     #expect(!environ.contains("WATCHDOG_"))
     await client.close()
 
+    // A status change is reported at once.
+    kill(pid_t(pid), SIGKILL)
+    #expect(await eventually { notify.messages.contains { $0.contains("0 ready, 0 error, 1 backoff") } }, "\(notify.messages.filter { $0.hasPrefix("STATUS") })")
+    #expect(await eventually { notify.messages.last { $0.hasPrefix("STATUS") } == "STATUS=1 ready, 0 error, 0 backoff" })
+
     supervisor.terminate()
     #expect(supervisor.process.terminationStatus == 0)
     #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") }, "\(notify.messages.suffix(3))")
+  }
+
+  @Test func aStalledEngineStopsTheWatchdogPings() async throws {
+    let workspace = try Workspace()
+    let notify = try NotifySocket(path: workspace.root + "/notify.sock")
+    defer { notify.close() }
+    let supervisor = try await SupervisorProcess(
+      workspace, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "300000", "JANK_TEST_STALL_ON_SIGUSR1": "1"])
+    defer { supervisor.terminate() }
+    #expect(await eventually { notify.messages.filter { $0 == "WATCHDOG=1" }.count >= 3 })
+    let stalledAt = Date()
+    kill(supervisor.pid, SIGUSR1)  // the engine blocks for 2 s
+    try await Task.sleep(for: .seconds(3))
+    let pings = notify.received.filter { $0.message == "WATCHDOG=1" && $0.at > stalledAt.addingTimeInterval(-0.5) }.map(\.at)
+    // Pings stop while the engine is stalled (a gap of well over the 150 ms interval)…
+    let gaps = zip(pings, pings.dropFirst()).map { $1.timeIntervalSince($0) }
+    #expect((gaps.max() ?? 0) > 1.5, "largest gap between pings: \(gaps.max() ?? 0) s")
+    // …and resume once it answers again.
+    #expect(pings.last.map { Date().timeIntervalSince($0) < 0.5 } == true)
   }
 
   @Test func theDeployUnitsPassSystemdAnalyzeVerify() async throws {
@@ -66,7 +90,7 @@ import Testing
 final class NotifySocket: @unchecked Sendable {
   let path: String
   private let fd: Int32
-  private let received = LockedLines()
+  private let log = TimedMessages()
 
   init(path: String) throws {
     self.path = path
@@ -82,21 +106,29 @@ final class NotifySocket: @unchecked Sendable {
     }
     guard bound == 0 else { throw APITestError("bind \(path): errno \(errno)") }
     let socketFD = self.fd
-    let received = self.received
+    let log = self.log
     Thread {
       var buffer = [UInt8](repeating: 0, count: 4096)
       while true {
         let n = recv(socketFD, &buffer, buffer.count, 0)
         if n <= 0 { return }
-        received.append(String(decoding: buffer[0..<n], as: UTF8.self))
+        log.append(String(decoding: buffer[0..<n], as: UTF8.self))
       }
     }.start()
   }
 
-  var messages: [String] { received.all }
+  var messages: [String] { log.all.map(\.message) }
+  var received: [(at: Date, message: String)] { log.all }
 
   func close() {
     shutdown(fd, Int32(SHUT_RDWR))
     Glibc.close(fd)
   }
+}
+
+final class TimedMessages: @unchecked Sendable {
+  private let lock = NSLock()
+  private var items: [(at: Date, message: String)] = []
+  func append(_ message: String) { lock.withLock { items.append((Date(), message)) } }
+  var all: [(at: Date, message: String)] { lock.withLock { items } }
 }
