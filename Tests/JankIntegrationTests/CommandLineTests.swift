@@ -83,6 +83,32 @@ import Testing
     #expect(try await jankctl(workspace, ["status"]).status == 0)
   }
 
+  @Test func restartLogsAndBuildFromTheCommandLine() async throws {
+    let workspace = try Workspace()
+    let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+    #expect(await eventually(timeout: .seconds(10)) { (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready" })
+    let before = try await jankctlJSON(workspace, ["get", id]).1["pid"]
+
+    let (restartStatus, restarted) = try await jankctlJSON(workspace, ["restart", id])
+    #expect(restartStatus == 0)
+    #expect(restarted["status"] == "ready")
+    #expect(restarted["pid"] != before)
+    #expect(restarted["restarts"] == 1)
+
+    let logs = try await jankctl(workspace, ["logs", id, "--tail", "3"])
+    #expect(logs.status == 0)
+    #expect(logs.stdout.contains("plugin serving"), "\(logs.stdout)")
+    #expect(try await jankctl(workspace, ["logs", id, "--tail", "0"]).status == 2)
+
+    // This copy has no build recipe: the build fails with the reason, the plugin keeps serving.
+    let build = try await jankctl(workspace, ["build", id])
+    #expect(build.status == 1)
+    #expect(build.stderr.contains("no way to build"), "\(build.stderr)")
+    #expect(try await jankctlJSON(workspace, ["get", id]).1["status"] == "ready")
+  }
+
   @Test func pluginsDieWithinASecondOfTheSupervisorBeingKilled() async throws {
     let workspace = try Workspace()
     let ids = try (1...3).map { try workspace.addHelloWorld("h\($0)", extra: #","auto_start":true"#) }
