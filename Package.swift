@@ -40,6 +40,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
   ],
   targets: [
     // A JSON value type shared by every layer; knows nothing of gRPC or sockets.
@@ -78,6 +79,7 @@ let package = Package(
       dependencies: [
         "JankProtocol", "JankControl", "JankJSON", "CJankShim", "CSystemd",
         grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle, metrics, prometheus,
+        .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -133,7 +135,7 @@ let package = Package(
     ),
     .testTarget(
       name: "JankSupervisorCoreTests",
-      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON"],
+      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON", logging],
       swiftSettings: swiftSettings
     ),
     // Real processes: the built binaries, sockets and signals.

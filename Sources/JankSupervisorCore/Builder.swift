@@ -10,6 +10,11 @@ public struct BuildPlan: Sendable, Equatable {
   /// Relative to the plugin folder: where the build leaves the binary (nil: at `binary`).
   public var output: String?
 
+  public init(command: [String], output: String?) {
+    self.command = command
+    self.output = output
+  }
+
   public static func plan(for manifest: PluginManifest, directory: String) -> BuildPlan? {
     if let build = manifest.build {
       return BuildPlan(command: build.command, output: build.output)
@@ -91,6 +96,13 @@ public actor Builder {
     }
     guard access(binary, X_OK) == 0 else {
       throw BuildFailure(summary: "build of \(id) succeeded but \(manifest.binary) is not an executable file", logTail: tail)
+    }
+    let record = BuildFingerprint.Record(
+      sha256: BuildFingerprint.compute(manifest: manifest, directory: directory, plan: plan), command: plan.command, builtAt: ISO8601.now())
+    do {
+      try BuildFingerprint.write(record, manifest: manifest, directory: directory)
+    } catch {
+      logger.warning("could not record the build's source hash; the plugin will be rebuilt next start", metadata: ["plugin_id": "\(id)", "error": "\(error)"])
     }
     return log
   }

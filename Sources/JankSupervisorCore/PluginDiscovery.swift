@@ -64,10 +64,16 @@ public enum PluginDiscovery {
       problems.append("binary '\(manifest.binary)' \(escape)")
       return DiscoveredPlugin(directory: directory, manifest: nil, problems: problems, status: .incomplete)
     }
+    let buildable = BuildPlan.plan(for: manifest, directory: directory) != nil
     if access(binaryPath, X_OK) == 0 {
+      if buildable, BuildFingerprint.needsBuild(manifest: manifest, directory: directory) {
+        return DiscoveredPlugin(
+          directory: directory, manifest: manifest,
+          problems: ["sources changed since '\(manifest.binary)' was built; it is rebuilt on register or start"], status: .sourceOnly)
+      }
       return DiscoveredPlugin(directory: directory, manifest: manifest, problems: [], status: .available)
     }
-    if BuildPlan.plan(for: manifest, directory: directory) != nil {
+    if buildable {
       return DiscoveredPlugin(
         directory: directory, manifest: manifest,
         problems: ["binary '\(manifest.binary)' is not built yet; it is built on register or start"], status: .sourceOnly)

@@ -113,8 +113,8 @@ actor PluginRunner {
   private func launch() async {
     // `last_error` keeps the reason of the last failure until an operator starts the plugin.
     setStatus(.starting)
-    let binaryPath = directory + "/" + manifest.binary
-    if access(binaryPath, X_OK) != 0 {
+    // Built when missing, or when its sources changed since the last build.
+    if BuildFingerprint.needsBuild(manifest: manifest, directory: directory) || access(directory + "/" + manifest.binary, X_OK) != 0 {
       do {
         _ = try await builder.build(id: id, manifest: manifest, directory: directory)
       } catch {
