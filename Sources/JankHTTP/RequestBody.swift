@@ -70,17 +70,3 @@ struct RequestBody {
     return "\(error)"
   }
 }
-
-extension JSONValue {
-  /// "a string", "an array"… for error messages.
-  var kindName: String {
-    switch self {
-    case .null: "null"
-    case .bool: "a boolean"
-    case .number: "a number"
-    case .string: "a string"
-    case .array: "an array"
-    case .object: "an object"
-    }
-  }
-}

@@ -12,6 +12,18 @@ public enum JSONValue: Sendable, Hashable {
 }
 
 extension JSONValue {
+  /// "a string", "an array"… for error messages that say what was sent instead.
+  public var kindName: String {
+    switch self {
+    case .null: "null"
+    case .bool: "a boolean"
+    case .number: "a number"
+    case .string: "a string"
+    case .array: "an array"
+    case .object: "an object"
+    }
+  }
+
   public var stringValue: String? {
     if case .string(let s) = self { return s }
     return nil

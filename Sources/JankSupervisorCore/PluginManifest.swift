@@ -234,16 +234,7 @@ struct FieldReader {
     }
   }
 
-  static func kind(_ value: JSONValue) -> String {
-    switch value {
-    case .null: "null"
-    case .bool: "a boolean"
-    case .number: "a number"
-    case .string: "a string"
-    case .array: "an array"
-    case .object: "an object"
-    }
-  }
+  static func kind(_ value: JSONValue) -> String { value.kindName }
 }
 
 /// Paths in plugin.json are relative and stay inside the plugin folder.

@@ -19,11 +19,7 @@ import Testing
       await #expect(throws: ControlError.self) {
         try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "allocate", args: ["mb": 400], timeoutMs: 20_000))
       }
-      #expect(await eventually(timeout: .seconds(10)) {
-        let now = try? await running.client.call(ControlMethods.get, PluginIDParams(id: id))
-        return now?.status == .ready && now?.pid != info.pid
-      })
-      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      let after = try await running.restarted(id, replacing: info.pid)
       #expect(after.lastExit?.reason == .oomKilled, "\(String(describing: after.lastExit))")
       #expect(after.lastError?.contains("memory_mb") == true, "\(after.lastError ?? "")")
       #expect(after.restarts == 1)

@@ -132,6 +132,19 @@ func withSupervisor(_ body: (Workspace, RunningSupervisor) async throws -> Void)
   await running.shutdown()
 }
 
+extension RunningSupervisor {
+  /// Waits until plugin `id` is ready again in a process other than `pid`; its info then.
+  func restarted(_ id: String, replacing pid: Int?, within timeout: Duration = .seconds(10)) async throws -> PluginInfo {
+    let back = await eventually(timeout: timeout) {
+      let now = try? await self.client.call(ControlMethods.get, PluginIDParams(id: id))
+      return now?.status == .ready && now?.pid != nil && now?.pid != pid
+    }
+    let info = try await client.call(ControlMethods.get, PluginIDParams(id: id))
+    try #require(back, "plugin \(id) did not come back after pid \(pid ?? 0): \(info.status) \(info.lastError ?? "")")
+    return info
+  }
+}
+
 /// True when no live (non-zombie) process has this pid.
 func processIsGone(_ pid: Int) -> Bool {
   guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }

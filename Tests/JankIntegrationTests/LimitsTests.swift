@@ -31,11 +31,7 @@ import Testing
       await #expect(throws: ControlError.self) {
         try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "spin", args: ["ms": 5000], timeoutMs: 10_000))
       }
-      #expect(await eventually(timeout: .seconds(10)) {
-        let now = try? await running.client.call(ControlMethods.get, PluginIDParams(id: id))
-        return now?.status == .ready && now?.pid != info.pid
-      })
-      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      let after = try await running.restarted(id, replacing: info.pid)
       #expect(after.lastExit?.reason == .cpuLimit)
       #expect(after.lastExit?.signal == Int(SIGXCPU))
       #expect(after.lastError?.contains("cpu_seconds") == true, "\(after.lastError ?? "")")
