@@ -46,9 +46,12 @@ extension PluginRunner {
 
   private func send(method: String, args: [String: JSONValue], to running: Running, before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> [String: JSONValue] {
     inFlight += 1
+    inFlightByGeneration[running.generation, default: 0] += 1
     status = .running
     defer {
       inFlight -= 1
+      inFlightByGeneration[running.generation, default: 1] -= 1
+      if inFlightByGeneration[running.generation] == 0 { inFlightByGeneration[running.generation] = nil }
       if inFlight == 0, status == .running { status = .ready }
     }
     do {

@@ -12,26 +12,28 @@ actor PluginRunner {
   let directory: String
   let log: PluginLog
   let manifest: PluginManifest
-  private let socketDirectory: String
-  private let launcher: any PluginLaunching
-  private let builder: Builder
+  let socketDirectory: String
+  let launcher: any PluginLaunching
+  let builder: Builder
   private let metrics: SupervisorMetrics
   /// Told after every status change (systemd's STATUS= line follows them).
   private let onStatusChange: @Sendable () -> Void
   let logger: Logger
 
   var status: PluginStatus = .stopped
-  private var wantsRunning = false
+  var wantsRunning = false
   var current: Running?
-  private var starting: Task<Void, Never>?
-  private var stopping = false
+  var starting: Task<Void, Never>?
+  var stopping = false
   private var generation = 0
   var inFlight = 0
+  /// Calls in flight per process, so a hot swap can let the old process finish its own.
+  var inFlightByGeneration: [Int: Int] = [:]
   private var restarts = 0
   private var planner: RestartPlanner
   private var nextRestartAt: Date?
   private var restartTimer: Task<Void, Never>?
-  private var healthTask: Task<Void, Never>?
+  var healthTask: Task<Void, Never>?
   /// Why the supervisor itself killed the current process (health checks), if it did.
   private var killReason: LastExit.Reason?
   /// Delivered `true` when a starting or restarting plugin becomes ready, `false` when it
@@ -44,6 +46,8 @@ actor PluginRunner {
     var generation: Int
     var pid: pid_t
     var connection: any PluginConnection
+    /// The Unix socket file the process listens on, removed when it ends.
+    var socketPath: String?
     var cgroup: PluginCgroup?
     var limitsNote: String?
     var startedAt: Date
@@ -141,11 +145,23 @@ actor PluginRunner {
       ended(reason: error.reason, code: error.exit?.code, uptime: nil, message: "start failed: \(error.message)")
       return
     }
+    install(launched)
+    if !wantsRunning {
+      // A stop arrived while we were starting.
+      await stopProcess()
+    }
+  }
+
+  /// Makes a launched process the current one: new calls go to it, its exit and health
+  /// are watched.
+  func install(_ launched: LaunchedPlugin) {
     generation += 1
     let running = Running(
       generation: generation, pid: launched.pid, connection: launched.connection,
+      socketPath: launched.handshake.network == "unix" ? launched.handshake.address : nil,
       cgroup: launched.cgroup, limitsNote: launched.limitsNote, startedAt: Date(), startedAtMonotonic: .now)
     current = running
+    cancelRestartTimer()
     setStatus(inFlight > 0 ? .running : .ready)
     logger.info("plugin ready", metadata: ["plugin_id": "\(id)", "pid": "\(launched.pid)"])
     let pid = launched.pid
@@ -154,17 +170,14 @@ actor PluginRunner {
       let exit = await ProcessReaper.shared.waitForExit(pid: pid)
       await self?.processExited(generation: generation, status: exit)
     }
+    healthTask?.cancel()
     healthTask = Task { [weak self, health = manifest.health, connection = launched.connection] in
       guard let misses = await Self.watchHealth(connection, policy: health) else { return }
       await self?.healthFailed(generation: generation, misses: misses)
     }
-    if !wantsRunning {
-      // A stop arrived while we were starting.
-      await stopProcess()
-    }
   }
 
-  private func setStatus(_ new: PluginStatus) {
+  func setStatus(_ new: PluginStatus) {
     let changed = new != status
     defer { if changed { onStatusChange() } }
     status = new
@@ -279,7 +292,7 @@ actor PluginRunner {
     await runLaunch()
   }
 
-  private func cancelRestartTimer() {
+  func cancelRestartTimer() {
     restartTimer?.cancel()
     restartTimer = nil
     nextRestartAt = nil
@@ -299,8 +312,8 @@ actor PluginRunner {
     return await start()
   }
 
-  /// Builds the binary now; a running plugin is restarted on the new one. A failed build
-  /// leaves a running plugin serving on its old binary.
+  /// Builds the binary now; a running plugin is swapped onto the new one without a failed
+  /// call. A failed build leaves a running plugin serving on its old binary.
   func build() async throws -> PluginInfo {
     do {
       _ = try await builder.build(id: id, manifest: manifest, directory: directory)
@@ -309,7 +322,7 @@ actor PluginRunner {
       throw ControlError(.pluginError, "\(error)", details: ["build_log_tail": .array(((error as? BuildFailure)?.logTail ?? []).map(JSONValue.string))])
     }
     lastError = nil
-    return current != nil ? await restart() : info
+    return current != nil ? try await hotSwap() : info
   }
 
   // MARK: stop
@@ -328,12 +341,23 @@ actor PluginRunner {
     return info
   }
 
-  private func stopProcess() async {
+  func stopProcess() async {
     guard let running = current, !stopping else { return }
     stopping = true
     healthTask?.cancel()
     healthTask = nil
     defer { stopping = false }
+    let exit = await terminate(running)
+    current = nil
+    removeSocketDirectory()
+    lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())
+    setStatus(.stopped)
+    logger.info("plugin stopped", metadata: ["plugin_id": "\(id)"])
+  }
+
+  /// go-plugin's stop sequence for one process: Shutdown RPC, `stop_timeout_ms`, SIGTERM to
+  /// its group, 1 s, SIGKILL; then whatever is left in its group and cgroup.
+  func terminate(_ running: Running) async -> ExitStatus? {
     let grace = Duration.milliseconds(manifest.stopTimeoutMs)
     await running.connection.shutdown(timeout: grace)
     var exit = await Self.waitForExit(running.pid, within: grace)
@@ -349,14 +373,11 @@ actor PluginRunner {
     running.cgroup?.remove()  // and any that left the group
     ProcessReaper.shared.forget(pid: running.pid)
     running.connection.close()
-    current = nil
-    removeSocketDirectory()
-    lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())
-    setStatus(.stopped)
-    logger.info("plugin stopped", metadata: ["plugin_id": "\(id)"])
+    if let socket = running.socketPath { unlink(socket) }
+    return exit
   }
 
-  private static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
+  static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
     await ProcessReaper.shared.waitForExit(pid: pid, within: timeout)
   }
 

@@ -105,7 +105,7 @@ import Testing
   }
 }
 
-private final class Flag: Sendable {
+final class Flag: Sendable {
   private let value = Atomic(true)
   var isSet: Bool { value.load(ordering: .relaxed) }
   func clear() { value.store(false, ordering: .relaxed) }

@@ -113,6 +113,8 @@ struct FaultPlugin: Plugin {
       var x: UInt64 = 0
       while ContinuousClock.now < end { x = x &* 6364136223846793005 &+ 1 }
       return ["x": .number(Double(x % 1000))]
+    case "version":
+      return ["version": .string(ProcessInfo.processInfo.environment["FAULT_VERSION"] ?? "none")]
     case "pid":
       return ["pid": .number(Double(getpid()))]
     case "echo":

@@ -1,0 +1,73 @@
+import Foundation
+import JankControl
+import JankJSON
+import Synchronization
+import Testing
+
+/// A rebuild swaps a running plugin onto its new binary with zero failed calls.
+@Suite struct HotSwapTests {
+  @Test func threeSwapsUnderSteadyLoadFailNoCallAndTheNewCodeAnswers() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "swappable", script: nil,
+        extra: #","build":{"command":["sh","-c","cp src/run.sh bin/run && chmod +x bin/run"],"sources":["src/**"]}"#)
+      let dir = workspace.plugins + "/swappable"
+      try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
+      func writeVersion(_ version: Int) throws {
+        let script = "#!/bin/sh\nexport FAULT_VERSION=\(version)\nexec '\(Binaries.faultPlugin)' \"$@\"\n"
+        try script.write(toFile: dir + "/src/run.sh", atomically: true, encoding: .utf8)
+      }
+      try writeVersion(1)
+      let first = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(first.status == .ready)
+
+      let keepGoing = Flag()
+      let outcomes = Outcomes()
+      let load = (0..<4).map { worker in
+        Task {
+          while keepGoing.isSet {
+            do {
+              // Calls that take a while, so some are in flight on the old process at each swap.
+              let result = try await running.client.call(
+                ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": .number(Double(10 + worker * 5))]))
+              outcomes.record(result.data["slept_ms"] == nil ? "no slept_ms in \(result.data)" : nil)
+            } catch {
+              outcomes.record("\(error)")
+            }
+          }
+        }
+      }
+      var pids: [Int] = [try #require(first.pid)]
+      for version in 2...4 {
+        try await Task.sleep(for: .milliseconds(300))
+        try writeVersion(version)
+        let swapped = try await running.client.call(ControlMethods.build, PluginIDParams(id: id))
+        #expect(swapped.status == .ready || swapped.status == .running)
+        pids.append(try #require(swapped.pid))
+        let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "version"))
+        #expect(answer.data["version"] == .string("\(version)"))
+      }
+      try await Task.sleep(for: .milliseconds(300))
+      keepGoing.clear()
+      for task in load { await task.value }
+
+      let result = outcomes.snapshot
+      print("hot swap: \(result.ok) calls answered, \(result.failures.count) failed, pids \(pids)")
+      #expect(result.failures.isEmpty, "\(result.failures.prefix(5))")
+      #expect(result.ok > 20)
+      #expect(Set(pids).count == 4)
+      // The old processes are gone, not left running beside the new one.
+      for pid in pids.dropLast() { #expect(await eventually { processIsGone(pid) }) }
+      let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(info.restarts == 0)
+    }
+  }
+}
+
+final class Outcomes: Sendable {
+  private let state = Mutex<(ok: Int, failures: [String])>((0, []))
+  func record(_ failure: String?) {
+    state.withLock { if let failure { $0.failures.append(failure) } else { $0.ok += 1 } }
+  }
+  var snapshot: (ok: Int, failures: [String]) { state.withLock { $0 } }
+}
