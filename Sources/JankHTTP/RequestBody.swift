@@ -38,25 +38,25 @@ struct RequestBody {
   }
 
   func optionalString(_ name: String) throws -> String? {
-    guard let value = fields[name], value != .null else { return nil }
+    guard let value = fields[name] else { return nil }
     guard let string = value.stringValue else { throw APIError.invalid("field '\(name)' must be a string, not \(value.kindName)") }
     return string
   }
 
   func optionalBool(_ name: String) throws -> Bool? {
-    guard let value = fields[name], value != .null else { return nil }
+    guard let value = fields[name] else { return nil }
     guard case .bool(let bool) = value else { throw APIError.invalid("field '\(name)' must be true or false, not \(value.kindName)") }
     return bool
   }
 
   func optionalObject(_ name: String) throws -> [String: JSONValue]? {
-    guard let value = fields[name], value != .null else { return nil }
+    guard let value = fields[name] else { return nil }
     guard let object = value.objectValue else { throw APIError.invalid("field '\(name)' must be a JSON object, not \(value.kindName)") }
     return object
   }
 
   func optionalInteger(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
-    guard let value = fields[name], value != .null else { return nil }
+    guard let value = fields[name] else { return nil }
     guard let number = value.numberValue, number.rounded() == number, Double(range.lowerBound) <= number, number <= Double(range.upperBound) else {
       throw APIError.invalid("field '\(name)' must be a whole number from \(range.lowerBound) to \(range.upperBound), not \(value.description.prefix(40))")
     }

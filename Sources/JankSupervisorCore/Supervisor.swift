@@ -134,7 +134,12 @@ public actor Supervisor {
       throw ControlError(.invalid, "plugin \(id) cannot be registered: \(plugin.problems.joined(separator: "; "))", details: ["id": .string(id), "problems": .array(plugin.problems.map(JSONValue.string))])
     }
     if rebuild {
-      try? FileManager.default.removeItem(atPath: plugin.directory + "/" + manifest.binary)
+      // Forget the build record so the start rebuilds; the binary stays until a new one
+      // replaces it, and a plugin with no build is refused instead of losing its binary.
+      guard BuildPlan.plan(for: manifest, directory: plugin.directory) != nil else {
+        throw ControlError(.conflict, "plugin \(id) has no build (no \"build\" in plugin.json, no Package.swift, go.mod, main.go or Makefile), so it cannot be rebuilt; register it without rebuild", details: ["id": .string(id)])
+      }
+      try? FileManager.default.removeItem(atPath: BuildFingerprint.recordPath(manifest: manifest, directory: plugin.directory))
     }
     runners[id] = makeRunner(manifest: manifest, directory: plugin.directory)
     return try await record(id, running: true).start()

@@ -51,7 +51,7 @@ final class Workspace: @unchecked Sendable {
       try ("#!/bin/sh\n" + script + "\n").write(toFile: dir + "/bin/run", atomically: true, encoding: .utf8)
       chmod(dir + "/bin/run", 0o755)
     }
-    return "dev.test.\(name)"
+    return id ?? "dev.test.\(name)"
   }
 
   /// The fault plugin (see Tests/Fixtures/fault-plugin).

@@ -26,7 +26,9 @@ import Testing
   /// rejected with 4xx, valid input accepted, 405 with Allow for other methods.
   @Test func schemathesisFindsNoResponseOutsideTheContract() async throws {
     try await APITests.withStack { workspace, _, api in
-      for id in [APITests.hello, APITests.fault] {
+      // The document's example id, so that generated requests also reach a live plugin.
+      try workspace.addPlugin("example", id: "dev.jank.plugins.hello-world", script: "exec '\(Binaries.helloWorld)' \"$@\"")
+      for id in [APITests.hello, "dev.jank.plugins.hello-world"] {
         _ = try await http("POST", api.port, "/api/plugin/register", json: ["id": .string(id)])
       }
       let checks = [
