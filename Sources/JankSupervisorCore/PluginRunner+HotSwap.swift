@@ -19,12 +19,14 @@ extension PluginRunner {
       _ = await terminate(Running(generation: -1, pid: launched.pid, connection: launched.connection, socketPath: nil, cgroup: launched.cgroup, limitsNote: nil, startedAt: .now, startedAtMonotonic: .now))
       return info
     }
-    let oldStillCurrent = current?.generation == old.generation
+    // Whatever serves now (the old process, or one that replaced it after a crash) hands
+    // over to the new process, finishes its own calls and stops.
+    let replaced = current
     install(launched)
     logger.info("plugin swapped onto its new binary", metadata: ["plugin_id": "\(id)", "old_pid": "\(old.pid)", "pid": "\(launched.pid)"])
-    if oldStillCurrent {
-      await drain(generation: old.generation, within: .milliseconds(manifest.execTimeoutMs))
-      _ = await terminate(old)
+    if let replaced {
+      await drain(generation: replaced.generation, within: .milliseconds(manifest.execTimeoutMs))
+      _ = await terminate(replaced)
     }
     return info
   }

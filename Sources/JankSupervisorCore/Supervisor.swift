@@ -41,6 +41,10 @@ public actor Supervisor {
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
   private var nextSocketIndex = 0
+  /// Rebuilds and hot-swaps plugins whose sources change; made on the first buildable
+  /// registration.
+  private var sourceWatcher: SourceWatcher?
+  private var sourceChangeTask: Task<Void, Never>?
   private let startedAt = ContinuousClock.now
 
   public init(configuration: SupervisorConfiguration, logger: Logger) {
@@ -149,6 +153,7 @@ public actor Supervisor {
     let runner = try runner(id)
     runners[id] = nil
     desiredRunning[id] = nil
+    sourceWatcher?.unwatch(id: id)
     persist()
     _ = await runner.stop()
     return UnregisterResult(id: id)
@@ -248,15 +253,46 @@ public actor Supervisor {
       for runner in all { group.addTask { _ = await runner.stop() } }
     }
     cgroups.removeInstanceDirectories()
+    sourceWatcher?.close()
+    sourceChangeTask?.cancel()
   }
 
   // MARK: helpers
 
+  /// A registered plugin's sources changed (debounced): rebuild and hot-swap it when it runs
+  /// and its sources really hash differently; a stopped plugin is rebuilt at its next start.
+  func sourcesChanged(id: String) async {
+    guard let runner = runners[id] else { return }
+    sourceWatcher?.watch(id: id, directory: runner.directory)  // folders may have been added
+    guard BuildFingerprint.needsBuild(manifest: runner.manifest, directory: runner.directory) else { return }
+    guard await runner.info.pid != nil else { return }
+    logger.info("sources changed; rebuilding and swapping", metadata: ["plugin_id": "\(id)"])
+    do {
+      _ = try await runner.build()
+    } catch {
+      logger.error("rebuild after a source change failed; the old binary keeps serving", metadata: ["plugin_id": "\(id)", "error": "\(error)"])
+    }
+  }
+
+  private func watchSources(of runner: PluginRunner) {
+    guard BuildPlan.plan(for: runner.manifest, directory: runner.directory) != nil else { return }
+    if sourceWatcher == nil {
+      let (changes, continuation) = AsyncStream.makeStream(of: String.self)
+      sourceWatcher = SourceWatcher { continuation.yield($0) }
+      sourceChangeTask = Task { [weak self] in
+        for await id in changes { await self?.sourcesChanged(id: id) }
+      }
+    }
+    sourceWatcher?.watch(id: runner.id, directory: runner.directory)
+  }
+
   private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
-    PluginRunner(
+    let runner = PluginRunner(
       manifest: manifest, directory: directory, socketDirectory: newSocketDirectory(),
       launcher: launcher, builder: builder, metrics: metrics, logger: logger,
       onStatusChange: { [statusChanged] in statusChanged.yield() })
+    watchSources(of: runner)
+    return runner
   }
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,

@@ -71,3 +71,35 @@ final class Outcomes: Sendable {
   }
   var snapshot: (ok: Int, failures: [String]) { state.withLock { $0 } }
 }
+
+@Suite struct SourceWatchTests {
+  @Test func savingASourceFileRebuildsAndSwapsTheRunningPlugin() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "watched", script: nil,
+        extra: #","build":{"command":["sh","-c","cp src/run.sh bin/run && chmod +x bin/run"],"sources":["src/**"]}"#)
+      let source = workspace.plugins + "/watched/src/run.sh"
+      try FileManager.default.createDirectory(atPath: workspace.plugins + "/watched/src", withIntermediateDirectories: true)
+      func save(_ version: Int) throws {
+        try "#!/bin/sh\nexport FAULT_VERSION=\(version)\nexec '\(Binaries.faultPlugin)' \"$@\"\n".write(toFile: source, atomically: true, encoding: .utf8)
+      }
+      try save(1)
+      let first = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(first.status == .ready)
+      func version() async -> JSONValue? {
+        try? await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "version")).data["version"]
+      }
+      #expect(await version() == "1")
+
+      try save(2)
+      #expect(await eventually(timeout: .seconds(10)) { await version() == "2" })
+      let after = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(after.pid != first.pid)
+      #expect(after.restarts == 0)
+      // A file outside the plugin's sources changes nothing.
+      try "notes".write(toFile: workspace.plugins + "/watched/notes.txt", atomically: true, encoding: .utf8)
+      try await Task.sleep(for: .seconds(1))
+      #expect(try await running.client.call(ControlMethods.get, PluginIDParams(id: id)).pid == after.pid)
+    }
+  }
+}

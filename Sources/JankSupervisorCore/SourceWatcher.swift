@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// Watches registered plugins' source folders with inotify and reports a plugin once its
+/// sources have been quiet for `debounce` after a change (an editor's save is several
+/// events; a checkout is hundreds). One thread blocks on the inotify descriptor.
+final class SourceWatcher: Sendable {
+  private struct State {
+    var idsByWatch: [Int32: String] = [:]
+    var watchesByID: [String: [Int32]] = [:]
+    var pending: [String: ContinuousClock.Instant] = [:]
+    var closed = false
+  }
+
+  private let fd: Int32
+  private let debounce: Duration
+  private let onChange: @Sendable (String) -> Void
+  private let state = Mutex(State())
+
+  /// nil when inotify is unavailable (the supervisor then only rebuilds on request).
+  init?(debounce: Duration = .milliseconds(300), onChange: @escaping @Sendable (String) -> Void) {
+    fd = inotify_init1(Int32(IN_CLOEXEC))
+    guard fd >= 0 else { return nil }
+    self.debounce = debounce
+    self.onChange = onChange
+    Thread { [self] in readEvents() }.start()
+    Thread { [self] in deliverQuietChanges() }.start()
+  }
+
+  /// Watches every folder of the plugin but its build output.
+  func watch(id: String, directory: String) {
+    unwatch(id: id)
+    var watches: [Int32] = []
+    var stack = [directory]
+    let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY)
+    while let folder = stack.popLast() {
+      let wd = inotify_add_watch(fd, folder, mask)
+      if wd >= 0 { watches.append(wd) }
+      for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+        guard !BuildFingerprint.ignoredFolders.contains(name), !name.hasPrefix(".") else { continue }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue {
+          stack.append(folder + "/" + name)
+        }
+      }
+    }
+    state.withLock { state in
+      for wd in watches { state.idsByWatch[wd] = id }
+      state.watchesByID[id] = watches
+    }
+  }
+
+  /// Stops watching for good; both threads end.
+  func close() {
+    let wasOpen = state.withLock { state -> Bool in
+      defer { state.closed = true }
+      return !state.closed
+    }
+    if wasOpen { Glibc.close(fd) }
+  }
+
+  func unwatch(id: String) {
+    let watches = state.withLock { state -> [Int32] in
+      let watches = state.watchesByID.removeValue(forKey: id) ?? []
+      for wd in watches { state.idsByWatch[wd] = nil }
+      state.pending[id] = nil
+      return watches
+    }
+    for wd in watches { inotify_rm_watch(fd, wd) }
+  }
+
+  private func readEvents() {
+    let size = 64 * 1024
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+    while true {
+      let n = read(fd, buffer, size)
+      if n <= 0 {
+        if errno == EINTR, !state.withLock({ $0.closed }) { continue }
+        buffer.deallocate()
+        return
+      }
+      var offset = 0
+      let now = ContinuousClock.now
+      while offset + MemoryLayout<inotify_event>.size <= n {
+        let event = buffer.load(fromByteOffset: offset, as: inotify_event.self)
+        var name = ""
+        if event.len > 0 {
+          name = String(cString: buffer.advanced(by: offset + MemoryLayout<inotify_event>.size).assumingMemoryBound(to: CChar.self))
+        }
+        offset += MemoryLayout<inotify_event>.size + Int(event.len)
+        // Build output and editor droppings are not source changes.
+        if name.hasPrefix(".") || BuildFingerprint.ignoredFolders.contains(name) { continue }
+        state.withLock { state in
+          if let id = state.idsByWatch[event.wd] { state.pending[id] = now }
+        }
+      }
+    }
+  }
+
+  private func deliverQuietChanges() {
+    while !state.withLock({ $0.closed }) {
+      Thread.sleep(forTimeInterval: 0.05)
+      let now = ContinuousClock.now
+      let due = state.withLock { state -> [String] in
+        let due = state.pending.filter { now - $0.value >= debounce }.map(\.key)
+        for id in due { state.pending[id] = nil }
+        return due
+      }
+      for id in due { onChange(id) }
+    }
+  }
+}
