@@ -30,7 +30,7 @@ actor PluginRunner {
   /// Calls in flight per process, so a hot swap can let the old process finish its own.
   var inFlightByGeneration: [Int: Int] = [:]
   /// The last requested build (and swap); the next one waits for it.
-  private var buildChain: Task<Void, Never>?
+  var buildChain: Task<Void, Never>?
   private var restarts = 0
   private var planner: RestartPlanner
   private var nextRestartAt: Date?
@@ -312,37 +312,6 @@ actor PluginRunner {
       metrics.restarted(pluginID: id)
     }
     return await start()
-  }
-
-  /// Builds the binary now; a running plugin is swapped onto the new one without a failed
-  /// call. A failed build leaves a running plugin serving on its old binary.
-  func build() async throws -> PluginInfo {
-    // One build and swap at a time per plugin: an operator's build and a source change
-    // arriving together must not start two new processes.
-    let previous = buildChain
-    let task = Task { () -> Result<PluginInfo, ControlError> in
-      await previous?.value
-      do {
-        return .success(try await self.buildAndSwap())
-      } catch let error as ControlError {
-        return .failure(error)
-      } catch {
-        return .failure(ControlError(.internal, "\(error)"))
-      }
-    }
-    buildChain = Task { _ = await task.value }
-    return try await task.value.get()
-  }
-
-  private func buildAndSwap() async throws -> PluginInfo {
-    do {
-      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
-    } catch {
-      lastError = "\(error)"
-      throw ControlError(.pluginError, "\(error)", details: ["build_log_tail": .array(((error as? BuildFailure)?.logTail ?? []).map(JSONValue.string))])
-    }
-    lastError = nil
-    return current != nil ? try await hotSwap() : info
   }
 
   // MARK: stop

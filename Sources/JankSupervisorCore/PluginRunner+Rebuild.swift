@@ -1,10 +1,41 @@
 import JankControl
 import JankJSON
 
-/// Hot swap (design §9): start the new binary beside the old process, wait until it is
+/// Rebuild and hot swap (design §9): start the new binary beside the old process, wait until it is
 /// healthy, route new calls to it, let the calls already on the old process finish there,
 /// then stop the old one. No call fails because of a swap.
 extension PluginRunner {
+  /// Builds the binary now; a running plugin is swapped onto the new one without a failed
+  /// call. A failed build leaves a running plugin serving on its old binary.
+  func build() async throws -> PluginInfo {
+    // One build and swap at a time per plugin: an operator's build and a source change
+    // arriving together must not start two new processes.
+    let previous = buildChain
+    let task = Task { () -> Result<PluginInfo, ControlError> in
+      await previous?.value
+      do {
+        return .success(try await self.buildAndSwap())
+      } catch let error as ControlError {
+        return .failure(error)
+      } catch {
+        return .failure(ControlError(.internal, "\(error)"))
+      }
+    }
+    buildChain = Task { _ = await task.value }
+    return try await task.value.get()
+  }
+
+  private func buildAndSwap() async throws -> PluginInfo {
+    do {
+      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+    } catch {
+      lastError = "\(error)"
+      throw ControlError(.pluginError, "\(error)", details: ["build_log_tail": .array(((error as? BuildFailure)?.logTail ?? []).map(JSONValue.string))])
+    }
+    lastError = nil
+    return current != nil ? try await hotSwap() : info
+  }
+
   func hotSwap() async throws -> PluginInfo {
     guard let old = current, starting == nil, !stopping else { return await start() }
     let launched: LaunchedPlugin
