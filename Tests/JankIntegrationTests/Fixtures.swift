@@ -96,12 +96,20 @@ final class SupervisorProcess: @unchecked Sendable {
   let workspace: Workspace
   var pid: Int32 { process.processIdentifier }
 
-  init(_ workspace: Workspace, environment: [String: String] = [:]) async throws {
+  /// The supervisor's own log (stderr), when asked for.
+  var logPath: String { workspace.root + "/supervisor.log" }
+
+  init(_ workspace: Workspace, environment: [String: String] = [:], keepLog: Bool = false) async throws {
     self.workspace = workspace
     process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
     if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
-    process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    if keepLog {
+      FileManager.default.createFile(atPath: workspace.root + "/supervisor.log", contents: nil)
+      process.standardError = FileHandle(forWritingAtPath: workspace.root + "/supervisor.log")
+    } else {
+      process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    }
     try process.run()
     let socket = workspace.socket
     guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
