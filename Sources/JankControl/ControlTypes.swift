@@ -252,9 +252,12 @@ public struct LogsParams: Codable, Sendable, Equatable {
   public var id: String
   /// How many of the last lines (default 100, at most 1000).
   public var tail: Int?
-  public init(id: String, tail: Int? = nil) {
+  /// "plugin" (its stdout and stderr, the default) or "build" (its last build's log).
+  public var source: String?
+  public init(id: String, tail: Int? = nil, source: String? = nil) {
     self.id = id
     self.tail = tail
+    self.source = source
   }
 }
 

@@ -40,7 +40,11 @@ struct PluginRoutes: Sendable {
         guard let tail = Int(raw), (1...1000).contains(tail) else { throw APIError.invalid("tail must be a whole number from 1 to 1000, not '\(raw.prefix(40))'") }
         return tail
       }
-      return try Envelope.success(try await link.call(ControlMethods.logs, LogsParams(id: id, tail: tail)), requestID: context.requestID)
+      let source = try request.uri.queryParameters["source"].map { raw -> String in
+        guard raw == "plugin" || raw == "build" else { throw APIError.invalid("source must be plugin or build, not '\(raw.prefix(40))'") }
+        return String(raw)
+      }
+      return try Envelope.success(try await link.call(ControlMethods.logs, LogsParams(id: id, tail: tail, source: source)), requestID: context.requestID)
     }
     router.post("/api/plugin/register") { request, context in
       let body = try await RequestBody.read(request, limit: bodyLimit)

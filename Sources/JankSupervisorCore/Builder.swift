@@ -48,14 +48,20 @@ public actor Builder {
   private let logDirectory: String
   private let timeout: Duration
   private let logger: Logger
-  private var busy = false
+  private let maxParallel: Int
+  private var running = 0
   private var waiters: [CheckedContinuation<Void, Never>] = []
 
-  public init(logDirectory: String, timeout: Duration = .seconds(900), logger: Logger) {
+  /// `timeout` applies to plugins whose plugin.json sets no `build_timeout_s`.
+  public init(logDirectory: String, timeout: Duration = .seconds(900), maxParallel: Int = 1, logger: Logger) {
     self.logDirectory = logDirectory
     self.timeout = timeout
+    self.maxParallel = max(1, maxParallel)
     self.logger = logger
   }
+
+  /// Where the log of the plugin's last (or current) build is.
+  public nonisolated func logPath(id: String) -> String { logDirectory + "/\(id).build.log" }
 
   /// Builds the plugin's binary; returns the build log, throws BuildFailure with its tail.
   public func build(id: String, manifest: PluginManifest, directory: String) async throws -> String {
@@ -65,9 +71,10 @@ public actor Builder {
     await acquire()
     defer { release() }
     try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
-    let logPath = logDirectory + "/\(id).build.log"
+    let logPath = logPath(id: id)
+    let timeout = manifest.buildTimeoutSeconds.map { Duration.seconds($0) } ?? self.timeout
     logger.info("building plugin", metadata: ["plugin_id": "\(id)", "command": "\(plan.command.joined(separator: " "))"])
-    let status = try await run(plan.command, in: directory, logPath: logPath)
+    let status = try await run(plan.command, in: directory, logPath: logPath, timeout: timeout)
     let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     let tail = Array(log.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).map(String.init))
     switch status {
@@ -108,7 +115,7 @@ public actor Builder {
   }
 
   /// nil when the timeout stopped the build.
-  private func run(_ command: [String], in directory: String, logPath: String) async throws -> ExitStatus? {
+  private func run(_ command: [String], in directory: String, logPath: String, timeout: Duration) async throws -> ExitStatus? {
     guard let program = command.first, let executable = Self.which(program) else {
       throw BuildFailure(summary: "build command '\(command.first ?? "")' was not found on PATH", logTail: [])
     }
@@ -125,7 +132,6 @@ public actor Builder {
     let stderrDone = OneShot<Bool>()
     try await OutputReader.start(fd: process.stdout, onLine: log.append, onEnd: { stdoutDone.deliver(true) })
     try await OutputReader.start(fd: process.stderr, onLine: log.append, onEnd: { stderrDone.deliver(true) })
-    let timeout = self.timeout
     let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: timeout)
     if status == nil {
       kill(-process.pid, SIGKILL)
@@ -157,9 +163,10 @@ public actor Builder {
     return nil
   }
 
+  /// At most `maxParallel` builds at once (one by default: builds are CPU- and memory-hungry).
   private func acquire() async {
-    if !busy {
-      busy = true
+    if running < maxParallel {
+      running += 1
       return
     }
     await withCheckedContinuation { waiters.append($0) }
@@ -167,7 +174,7 @@ public actor Builder {
 
   private func release() {
     if waiters.isEmpty {
-      busy = false
+      running -= 1
     } else {
       waiters.removeFirst().resume()
     }

@@ -39,6 +39,8 @@ public struct PluginManifest: Sendable, Equatable {
   public var binary: String
   public var startTimeoutMs = 30_000
   public var execTimeoutMs = 30_000
+  /// nil: the supervisor's default (900 s).
+  public var buildTimeoutSeconds: Int?
   public var stopTimeoutMs = 2_000
   public var maxConcurrency = 64
   public var restart = RestartPolicy()
@@ -116,6 +118,7 @@ extension PluginManifest {
     manifest.startTimeoutMs = reader.int("start_timeout_ms", range: 1...3_600_000) ?? manifest.startTimeoutMs
     manifest.execTimeoutMs = reader.int("exec_timeout_ms", range: 1...86_400_000) ?? manifest.execTimeoutMs
     manifest.stopTimeoutMs = reader.int("stop_timeout_ms", range: 0...600_000) ?? manifest.stopTimeoutMs
+    manifest.buildTimeoutSeconds = reader.int("build_timeout_s", range: 1...86_400)
     manifest.maxConcurrency = reader.int("max_concurrency", range: 1...100_000) ?? manifest.maxConcurrency
     manifest.sha256 = reader.string("sha256")
     if let sha = manifest.sha256, sha.count != 64 || !sha.allSatisfy(\.isHexDigit) {

@@ -10,6 +10,8 @@ public struct SupervisorConfiguration: Sendable {
   public var stateDirectory: String
   public var socketPath: String
   public var buildTimeout: Duration = .seconds(900)
+  /// How many plugin builds may run at once.
+  public var maxParallelBuilds = 1
   /// Where cgroup filesystems are mounted; a missing path means no cgroups (rlimits only).
   public var cgroupRoot = "/sys/fs/cgroup"
 
@@ -52,7 +54,7 @@ public actor Supervisor {
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     (statusChanges, statusChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, logger: logger)
+    self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, maxParallel: configuration.maxParallelBuilds, logger: logger)
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
     self.launcher = PluginLauncher(cgroups: cgroups)
@@ -202,12 +204,24 @@ public actor Supervisor {
     try runner(id).log.tail(tail)
   }
 
-  /// `plugin.logs`: the last `tail` lines (default 100).
-  public func logs(_ params: LogsParams) throws -> LogsResult {
+  /// `plugin.logs`: the last `tail` lines (default 100) of the plugin's output, or of its
+  /// last build's log with `source: "build"`.
+  public func logs(_ params: LogsParams) async throws -> LogsResult {
     if let tail = params.tail, !(1...PluginLog.capacity).contains(tail) {
       throw ControlError(.invalid, "tail must be between 1 and \(PluginLog.capacity) lines")
     }
-    return LogsResult(id: params.id, lines: try runner(params.id).log.tail(params.tail ?? 100))
+    let runner = try runner(params.id)
+    switch params.source ?? "plugin" {
+    case "plugin":
+      return LogsResult(id: params.id, lines: runner.log.tail(params.tail ?? 100))
+    case "build":
+      let text = (try? String(contentsOfFile: builder.logPath(id: params.id), encoding: .utf8)) ?? ""
+      var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+      if lines.last == "" { lines.removeLast() }
+      return LogsResult(id: params.id, lines: Array(lines.suffix(params.tail ?? 100)))
+    case let other:
+      throw ControlError(.invalid, "source must be \"plugin\" or \"build\", not \"\(other.prefix(40))\"")
+    }
   }
 
   public func metricsText() async -> String {

@@ -24,6 +24,9 @@ struct JankSupervisorCommand: AsyncParsableCommand {
   @Option(name: .long, help: "Where cgroup filesystems are mounted (env JANK_CGROUP_ROOT; default /sys/fs/cgroup). A missing path means rlimits only.")
   var cgroupRoot: String?
 
+  @Option(name: .long, help: "How many plugin builds may run at once (env JANK_MAX_PARALLEL_BUILDS; default 1).")
+  var maxParallelBuilds: Int?
+
   @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error (env JANK_LOG_LEVEL).")
   var logLevel: String?
 
@@ -47,6 +50,7 @@ struct JankSupervisorCommand: AsyncParsableCommand {
 
     var configuration = SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath)
     configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
+    configuration.maxParallelBuilds = maxParallelBuilds ?? env["JANK_MAX_PARALLEL_BUILDS"].flatMap { Int($0) } ?? 1
     let supervisor = Supervisor(configuration: configuration, logger: logger)
     let service = SupervisorService(supervisor: supervisor, logger: logger) { _ in
       let status = await supervisor.status()

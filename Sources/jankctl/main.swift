@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JankControl
 import JankJSON
+import Synchronization
 
 /// The operator's CLI: a thin client of the supervisor's control socket.
 /// Exit codes: 0 success, 1 plugin or request error, 2 bad usage, 3 supervisor unreachable.
@@ -52,12 +53,19 @@ struct GlobalOptions: ParsableArguments {
 /// Connects, calls, prints, and turns failures into the documented exit codes.
 func perform<Params, Result: Encodable>(
   _ options: GlobalOptions, _ method: ControlMethod<Params, Result>, _ params: Params,
-  human: (Result) -> String
+  beforeOutput: () async -> Void = {}, human: (Result) -> String
 ) async throws {
   do {
     let client = try await ControlClient.connect(path: options.socketPath)
     defer { Task { await client.close() } }
-    let result = try await client.call(method, params)
+    let result: Result
+    do {
+      result = try await client.call(method, params)
+    } catch {
+      await beforeOutput()
+      throw error
+    }
+    await beforeOutput()
     if options.json {
       print(try Output.json(result))
     } else {
@@ -72,6 +80,44 @@ func perform<Params, Result: Encodable>(
     }
     throw ExitCode(error.details["unreachable"] == .bool(true) ? 3 : 1)
   }
+}
+
+/// Prints the lines a build adds to its log, polling `plugin.logs` with `source: "build"`.
+struct BuildLogFollower {
+  let socket: String
+  let id: String
+
+  func follow(until done: StopFlag) async {
+    guard let client = try? await ControlClient.connect(path: socket) else { return }
+    defer { Task { await client.close() } }
+    func lines() async -> [String]? {
+      try? await client.call(ControlMethods.logs, LogsParams(id: id, tail: 1000, source: "build")).lines
+    }
+    // The previous build's log stays until the new build starts writing.
+    let previous = await lines() ?? []
+    var printed = 0
+    var started = false
+    var last = false
+    while !last {
+      // One more read after the build finished, so its last lines are shown too.
+      last = done.isSet
+      if !last { try? await Task.sleep(for: .milliseconds(250)) }
+      guard let now = await lines() else { continue }
+      if !started {
+        guard now != previous || last else { continue }
+        started = true
+      }
+      if now.count < printed { printed = 0 }
+      for line in now.dropFirst(printed) { FileHandle.standardError.write(Data(("  | " + line + "\n").utf8)) }
+      printed = now.count
+    }
+  }
+}
+
+final class StopFlag: Sendable {
+  private let value = Mutex(false)
+  func set() { value.withLock { $0 = true } }
+  var isSet: Bool { value.withLock { $0 } }
 }
 
 enum Output {
@@ -188,11 +234,24 @@ extension JankCtl {
     @Argument(help: "Plugin id.") var id: String
   }
 
-  struct Build: PluginInfoCommand {
-    static let configuration = CommandConfiguration(abstract: "Rebuild a registered plugin's binary; a running plugin restarts on it.")
-    static let method = ControlMethods.build
+  struct Build: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Rebuild a registered plugin's binary, showing the build's output as it runs; a running plugin is swapped onto it.")
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
+
+    func run() async throws {
+      // The build log, followed while the build runs (on stderr, so --json stays one document).
+      let done = StopFlag()
+      let follower = options.json ? nil : Task { await BuildLogFollower(socket: options.socketPath, id: id).follow(until: done) }
+      try await perform(
+        options, ControlMethods.build, PluginIDParams(id: id),
+        beforeOutput: {
+          done.set()
+          await follower?.value
+        },
+        human: Output.describe)
+    }
   }
 
   struct Logs: AsyncParsableCommand {
@@ -200,13 +259,14 @@ extension JankCtl {
     @OptionGroup var options: GlobalOptions
     @Argument(help: "Plugin id.") var id: String
     @Option(help: "How many lines (1-1000, default 100).") var tail: Int?
+    @Flag(help: "Show the plugin's last build log instead of its output.") var build = false
 
     func validate() throws {
       if let tail, !(1...1000).contains(tail) { throw ValidationError("--tail must be between 1 and 1000") }
     }
 
     func run() async throws {
-      try await perform(options, ControlMethods.logs, LogsParams(id: id, tail: tail)) { $0.lines.joined(separator: "\n") }
+      try await perform(options, ControlMethods.logs, LogsParams(id: id, tail: tail, source: build ? "build" : nil)) { $0.lines.joined(separator: "\n") }
     }
   }
 

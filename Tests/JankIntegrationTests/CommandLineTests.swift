@@ -109,6 +109,34 @@ import Testing
     #expect(try await jankctlJSON(workspace, ["get", id]).1["status"] == "ready")
   }
 
+  @Test func jankctlBuildShowsTheBuildAsItRunsAndABuildPastItsTimeoutIsStopped() async throws {
+    let workspace = try Workspace()
+    let build = #"echo step one; sleep 0.7; echo step two >&2; cp src/run.sh bin/run && chmod +x bin/run"#
+    let id = try workspace.addPlugin(
+      "built", script: nil, extra: #","auto_start":true,"build":{"command":["sh","-c","\#(build)"],"sources":["src/**"]}"#)
+    try FileManager.default.createDirectory(atPath: workspace.plugins + "/built/src", withIntermediateDirectories: true)
+    try "#!/bin/sh\nexec '\(Binaries.helloWorld)' \"$@\"\n".write(toFile: workspace.plugins + "/built/src/run.sh", atomically: true, encoding: .utf8)
+    let slow = try workspace.addPlugin("slow-build", script: nil, extra: #","build_timeout_s":1,"build":{"command":["sh","-c","echo compiling forever; sleep 30"]}"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+    #expect(await eventually(timeout: .seconds(15)) { (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready" })
+
+    let rebuilt = try await jankctl(workspace, ["build", id])
+    #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+    #expect(rebuilt.stderr.contains("  | step one") && rebuilt.stderr.contains("  | step two"), "\(rebuilt.stderr)")
+    #expect(rebuilt.stdout.contains("status:      ready"))
+    let log = try await jankctl(workspace, ["logs", id, "--build"])
+    #expect(log.stdout == "step one\nstep two\n", "\(log.stdout)")
+
+    let clock = ContinuousClock()
+    let begin = clock.now
+    let (_, timedOut) = try await jankctlJSON(workspace, ["register", slow])
+    #expect(clock.now - begin < .seconds(10))
+    #expect(timedOut["status"] == "error")
+    #expect(timedOut["last_error"]?.stringValue?.contains("took longer than 1000 ms") == true, "\(timedOut)")
+    #expect(timedOut["last_error"]?.stringValue?.contains("compiling forever") == true)
+  }
+
   @Test func pluginsDieWithinASecondOfTheSupervisorBeingKilled() async throws {
     let workspace = try Workspace()
     let ids = try (1...3).map { try workspace.addHelloWorld("h\($0)", extra: #","auto_start":true"#) }

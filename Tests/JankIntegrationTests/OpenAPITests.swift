@@ -21,6 +21,13 @@ import Testing
     }
   }
 
+  @Test func theDocumentIsWhatItsGeneratorWrites() async throws {
+    let script = (Self.repositoryDocument as NSString).deletingLastPathComponent + "/../../scripts/generate-openapi.py"
+    let generated = try await runProgram("/usr/bin/env", ["python3", script])
+    #expect(generated.status == 0, "\(generated.stderr)")
+    #expect(Data(generated.stdout.utf8) == FileManager.default.contents(atPath: Self.repositoryDocument), "run scripts/generate-openapi.py > Sources/JankHTTP/openapi.json")
+  }
+
   /// Generated requests, valid and invalid, against every operation: no status the document
   /// does not list (so never a 500), no body or header that breaks its schema, invalid input
   /// rejected with 4xx, valid input accepted, 405 with Allow for other methods.
