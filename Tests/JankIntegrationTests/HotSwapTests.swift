@@ -8,15 +8,7 @@ import Testing
 @Suite struct HotSwapTests {
   @Test func threeSwapsUnderSteadyLoadFailNoCallAndTheNewCodeAnswers() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addPlugin(
-        "swappable", script: nil,
-        extra: #","build":{"command":["sh","-c","cp src/run.sh bin/run && chmod +x bin/run"],"sources":["src/**"]}"#)
-      let dir = workspace.plugins + "/swappable"
-      try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
-      func writeVersion(_ version: Int) throws {
-        let script = "#!/bin/sh\nexport FAULT_VERSION=\(version)\nexec '\(Binaries.faultPlugin)' \"$@\"\n"
-        try script.write(toFile: dir + "/src/run.sh", atomically: true, encoding: .utf8)
-      }
+      let (id, writeVersion) = try workspace.addVersionedPlugin("swappable")
       try writeVersion(1)
       let first = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       #expect(first.status == .ready)
@@ -64,6 +56,22 @@ import Testing
   }
 }
 
+extension Workspace {
+  /// A plugin built from `src/run.sh` (a script that runs the fault plugin with
+  /// FAULT_VERSION set, which its `version` method returns) and the function that writes
+  /// that source for a version.
+  func addVersionedPlugin(_ name: String) throws -> (id: String, write: (Int) throws -> Void) {
+    let id = try addPlugin(
+      name, script: nil,
+      extra: #","build":{"command":["sh","-c","cp src/run.sh bin/run && chmod +x bin/run"],"sources":["src/**"]}"#)
+    let source = plugins + "/" + name + "/src/run.sh"
+    try FileManager.default.createDirectory(atPath: plugins + "/" + name + "/src", withIntermediateDirectories: true)
+    return (id, { version in
+      try "#!/bin/sh\nexport FAULT_VERSION=\(version)\nexec '\(Binaries.faultPlugin)' \"$@\"\n".write(toFile: source, atomically: true, encoding: .utf8)
+    })
+  }
+}
+
 final class Outcomes: Sendable {
   private let state = Mutex<(ok: Int, failures: [String])>((0, []))
   func record(_ failure: String?) {
@@ -75,14 +83,7 @@ final class Outcomes: Sendable {
 @Suite struct SourceWatchTests {
   @Test func savingASourceFileRebuildsAndSwapsTheRunningPlugin() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addPlugin(
-        "watched", script: nil,
-        extra: #","build":{"command":["sh","-c","cp src/run.sh bin/run && chmod +x bin/run"],"sources":["src/**"]}"#)
-      let source = workspace.plugins + "/watched/src/run.sh"
-      try FileManager.default.createDirectory(atPath: workspace.plugins + "/watched/src", withIntermediateDirectories: true)
-      func save(_ version: Int) throws {
-        try "#!/bin/sh\nexport FAULT_VERSION=\(version)\nexec '\(Binaries.faultPlugin)' \"$@\"\n".write(toFile: source, atomically: true, encoding: .utf8)
-      }
+      let (id, save) = try workspace.addVersionedPlugin("watched")
       try save(1)
       let first = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       #expect(first.status == .ready)
