@@ -126,6 +126,16 @@ public actor Builder {
       !key.hasPrefix("NOTIFY_SOCKET") && !key.hasPrefix("WATCHDOG_") && !key.hasPrefix("LISTEN_")
     }
     request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
+    if program == "go" {
+      // Offline and predictable: never fetch modules; a folder without go.mod builds in
+      // GOPATH mode against the system's Go packages (Debian's /usr/share/gocode).
+      request.environment["GOPROXY"] = request.environment["GOPROXY"] ?? "off"
+      if !FileManager.default.fileExists(atPath: directory + "/go.mod") {
+        request.environment["GO111MODULE"] = "off"
+        let home = request.environment["HOME"] ?? "/root"
+        request.environment["GOPATH"] = request.environment["GOPATH"] ?? "\(home)/go:/usr/share/gocode"
+      }
+    }
     let process = try await ProcessSpawner.spawn(request)
     let log = try BuildLogFile(path: logPath)
     let stdoutDone = OneShot<Bool>()

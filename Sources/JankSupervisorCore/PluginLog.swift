@@ -33,7 +33,7 @@ public final class PluginLog: Sendable {
   }
 
   /// hclog JSON (`@level`, `@message`, other keys) or plain text with a `[LEVEL]` prefix.
-  static func interpret(_ line: String) -> (Logger.Level, String, Logger.Metadata) {
+  public static func interpret(_ line: String) -> (Logger.Level, String, Logger.Metadata) {
     if line.first == "{", let data = line.data(using: .utf8),
       let object = try? JSONDecoder().decode([String: JSONValue].self, from: data),
       let message = object["@message"]?.stringValue

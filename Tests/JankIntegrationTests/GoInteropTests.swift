@@ -77,22 +77,32 @@ import Testing
     #expect(errors.isEmpty, "\(errors)")
   }
 
-  @Test func aGoPluginHostLoadsTheSwiftPlugin() async throws {
+  /// The Go host loads the Swift hello-world (and, as a control, the Go one) and gets the
+  /// same answers from both.
+  @Test(arguments: ["swift", "go"])
+  func aGoPluginHostLoadsThePlugin(_ language: String) async throws {
     let workspace = try Workspace()
     let host = workspace.root + "/go-host"
     let build = try await runProgram("/bin/sh", [Self.repository + "/Tests/Fixtures/go-host/build.sh", host])
     try #require(build.status == 0, "building the Go host failed: \(build.stderr)")
+    var binary = Binaries.helloWorld
+    if language == "go" {
+      _ = try Self.copyGoPlugin(into: workspace)
+      let built = try await runProgram("/bin/sh", ["-c", "cd '\(workspace.plugins)/hello-world-go' && sh build.sh"])
+      try #require(built.status == 0, "building hello-world-go failed: \(built.stderr)")
+      binary = workspace.plugins + "/hello-world-go/bin/hello-world-go"
+    }
 
     let result = try await runProgram(
-      host, [Binaries.helloWorld, "greet", #"{"name":"Ada"}"#, "echo", #"{"a":{"b":[1,null,"x",{"t":false}],"n":2.5}}"#, "fly", "{}"])
+      host, [binary, "greet", #"{"name":"Ada"}"#, "echo", #"{"a":{"b":[1,null,"x",{"t":false}],"n":2.5}}"#, "fly", "{}"])
     #expect(result.status == 0, "\(result.stderr.suffix(2000))")
     let lines = result.stdout.split(separator: "\n").compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
     #expect(lines.count == 4, "\(result.stdout)")
     #expect(lines.first?["data"] == ["message": "Hello, Ada!"])
     #expect(lines.dropFirst().first?["data"] == ["a": ["b": [1, nil, "x", ["t": false]], "n": 2.5]])
     #expect(lines.dropFirst(2).first?["error"] == "unknown method: fly")
-    // The Swift plugin exited cleanly when the host killed it, and go-plugin read every line
-    // of its stderr as hclog JSON.
+    // The plugin exited cleanly when the host killed it, and go-plugin read every line of
+    // its stderr as hclog JSON.
     let summary = lines.last
     #expect(summary?["exited"] == true)
     #expect((summary?["plugin_stderr_lines"]?.numberValue ?? 0) >= 1)

@@ -56,3 +56,33 @@ import Testing
     #expect(one != two)
   }
 }
+
+@Suite struct BuilderTests {
+  @Test func aGoFolderWithOnlyMainGoBuildsOfflineInGOPATHMode() async throws {
+    let folder = try PluginsFolder()
+    try folder.add("gomain", manifest: manifest(id: "dev.t.gomain"), files: ["main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n"])
+    let plugin = try #require(folder.find("gomain"))
+    #expect(plugin.status == .sourceOnly)
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    _ = try await builder.build(id: "dev.t.gomain", manifest: try #require(plugin.manifest), directory: plugin.directory)
+    #expect(FileManager.default.isExecutableFile(atPath: plugin.directory + "/bin/run"))
+    #expect(folder.find("gomain")?.status == .available)
+  }
+}
+
+@Suite struct PluginLogTests {
+  @Test(arguments: [
+    (#"{"@level":"warn","@message":"disk low","@timestamp":"2026-11-25T08:00:00.000000Z","free_mb":12}"#, Logger.Level.warning, "disk low"),
+    ("[ERROR] cannot open config", .error, "cannot open config"),
+    ("[DEBUG]  details", .debug, "details"),
+    ("[WARN] careful", .warning, "careful"),
+    ("plain text", .info, "plain text"),
+    (#"{"not":"hclog"}"#, .info, #"{"not":"hclog"}"#),
+  ])
+  func hclogJSONAndLevelPrefixesBecomeLogRecords(_ line: String, _ level: Logger.Level, _ message: String) {
+    let (parsedLevel, parsedMessage, metadata) = PluginLog.interpret(line)
+    #expect(parsedLevel == level)
+    #expect(parsedMessage == message)
+    if line.contains("free_mb") { #expect(metadata["free_mb"] == "12") }
+  }
+}
