@@ -26,6 +26,7 @@ let package = Package(
     .executable(name: "jank-supervisor", targets: ["jank-supervisor"]),
     .executable(name: "jankctl", targets: ["jankctl"]),
     .executable(name: "jank-api", targets: ["jank-api"]),
+    .executable(name: "jank-bench", targets: ["jank-bench"]),
     .executable(name: "hello-world", targets: ["hello-world"]),
   ],
   dependencies: [
@@ -107,6 +108,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Benchmarks (not tests): scripts/bench.sh runs them beside a go-plugin Go pair.
+    .executableTarget(
+      name: "jank-bench",
+      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON", argumentParser, logging],
+      swiftSettings: swiftSettings
+    ),
+
     // Example plugin, built by the same package so the gRPC stack is compiled once.
     .executableTarget(
       name: "hello-world",
@@ -143,7 +151,7 @@ let package = Package(
       name: "JankIntegrationTests",
       dependencies: [
         "JankSupervisorCore", "JankControl", "JankJSON",
-        "jank-supervisor", "jankctl", "jank-api", "hello-world", "fault-plugin",
+        "jank-supervisor", "jankctl", "jank-api", "jank-bench", "hello-world", "fault-plugin",
       ],
       swiftSettings: swiftSettings
     ),

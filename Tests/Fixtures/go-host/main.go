@@ -98,6 +98,10 @@ func parsesAsHCLog(line []byte) bool {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "--bench" {
+		bench(os.Args[2:])
+		return
+	}
 	if len(os.Args) < 2 || len(os.Args)%2 != 0 {
 		fmt.Fprintln(os.Stderr, "usage: go-host <plugin-binary> [<method> <json-args>]...")
 		os.Exit(2)

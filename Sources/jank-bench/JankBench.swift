@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import JankControl
+import JankJSON
+import JankSupervisorCore
+import Logging
+
+/// Benchmarks (not tests): figures printed side by side in one run. Run through
+/// scripts/bench.sh, which builds release binaries, the Go plugin and the Go host first.
+@main
+struct JankBench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "jank-bench",
+    abstract: "Measure execute latency and throughput, spawn and crash recovery, beside a go-plugin Go pair.")
+
+  @Option(help: "Sequential calls per measurement.") var calls = 10_000
+  @Option(help: "Launches for the spawn -> ready median.") var spawns = 50
+  @Option(help: "SIGKILLs for the crash -> ready median.") var crashes = 20
+  @Option(help: "The Swift hello-world binary (default: next to jank-bench).") var swiftPlugin: String?
+  @Option(help: "The Go hello-world-go binary (plugins/hello-world-go/bin/hello-world-go).") var goPlugin: String?
+  @Option(help: "The go-plugin host built from Tests/Fixtures/go-host.") var goHost: String?
+
+  func run() async throws {
+    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    let swiftBinary = swiftPlugin ?? here + "/hello-world"
+    let workspace = try BenchWorkspace(swiftBinary: swiftBinary)
+    defer { workspace.remove() }
+    var logger = Logger(label: "jank-bench")
+    logger.logLevel = .error
+    let supervisor = Supervisor(
+      configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
+      logger: logger)
+    let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: logger)
+    let serving = Task { await server.run() }
+    defer { serving.cancel() }
+    let id = "dev.bench.hello"
+    _ = try await supervisor.register(id: id)
+
+    print("jank-bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 20) MiB RAM, \(calls) calls per figure")
+    print("")
+    print(Row.header)
+    let args: [String: JSONValue] = ["name": "bench"]
+    // Supervisor -> Swift plugin over gRPC: what every plugin.execute pays inside the supervisor.
+    let sequential = try await Measure.calls(calls, concurrency: 1) {
+      _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+    }
+    print(Row("supervisor -> Swift plugin (gRPC), sequential", sequential))
+    var goSequential: Stats?
+    if let goHost, let goPlugin {
+      goSequential = try GoPair.run(host: goHost, plugin: goPlugin, calls: calls, concurrency: 1, spawns: 0).stats
+      print(Row("go-plugin Go host -> Go plugin, sequential", goSequential!))
+      print("  ratio Swift/Go calls/s: \(String(format: "%.2f", sequential.callsPerSecond / goSequential!.callsPerSecond))")
+    }
+    for concurrency in [8, 64] {
+      let stats = try await Measure.calls(calls, concurrency: concurrency) {
+        _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+      }
+      print(Row("supervisor -> Swift plugin (gRPC), \(concurrency) in flight", stats))
+      if let goHost, let goPlugin {
+        print(Row("go-plugin Go pair, \(concurrency) in flight", try GoPair.run(host: goHost, plugin: goPlugin, calls: calls, concurrency: concurrency, spawns: 0).stats))
+      }
+    }
+    // One more hop: JSON-RPC over the control socket, as jankctl and jank-api call.
+    let client = try await ControlClient.connect(path: workspace.socket)
+    for concurrency in [1, 8, 64] {
+      let stats = try await Measure.calls(calls, concurrency: concurrency) {
+        _ = try await client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet", args: args))
+      }
+      print(Row("control channel (JSON-RPC) -> supervisor -> plugin, \(concurrency) in flight", stats))
+    }
+    await client.close()
+
+    print("")
+    let spawn = try await Measure.median(spawns) {
+      _ = try await supervisor.stop(id: id)
+      let begin = ContinuousClock.now
+      _ = try await supervisor.start(id: id)
+      return ContinuousClock.now - begin
+    }
+    print("spawn -> ready (handshake + health), Swift plugin, median of \(spawns): \(Measure.ms(spawn))")
+    if let goHost, let goPlugin, spawns > 0 {
+      let go = try GoPair.run(host: goHost, plugin: goPlugin, calls: 0, concurrency: 1, spawns: spawns)
+      print("spawn -> ready (handshake + health + dispense), go-plugin Go pair, median of \(spawns): \(go.spawnMedianMs.map { String(format: "%.2f ms", $0) } ?? "-")")
+    }
+    let crashID = "dev.bench.crash"
+    _ = try await supervisor.register(id: crashID)
+    let crash = try await Measure.median(crashes) {
+      let pid = try require(try await supervisor.get(id: crashID).pid, "pid of the crash plugin")
+      let begin = ContinuousClock.now
+      kill(pid_t(pid), SIGKILL)
+      while true {
+        let info = try await supervisor.get(id: crashID)
+        if info.status == .ready, let now = info.pid, now != pid { break }
+        try await Task.sleep(for: .microseconds(200))
+      }
+      return ContinuousClock.now - begin
+    }
+    print("crash (SIGKILL) -> ready again, initial_delay_ms 0, median of \(crashes): \(Measure.ms(crash))")
+    await supervisor.stopAll()
+  }
+}
+
+/// `#require` for a command-line program: nil is an error that says what was missing.
+func `require`<T>(_ value: T?, _ what: String = "value") throws -> T {
+  guard let value else { throw ValidationError("missing \(what)") }
+  return value
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests), side by side in one run: jank-bench (supervisor -> Swift plugin over
+# gRPC, the control channel, spawn and crash recovery) beside a hashicorp/go-plugin Go host
+# -> Go plugin pair built from Debian's packages. Arguments go to jank-bench
+# (e.g. --calls 10000 --spawns 50 --crashes 20). The HTTP figure is scripts/bench-http.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+swift build -c release --product jank-bench
+swift build -c release --product hello-world
+(cd plugins/hello-world-go && sh build.sh)
+work=$(mktemp -d /tmp/jank-bench-go.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+sh Tests/Fixtures/go-host/build.sh "$work/go-host"
+exec .build/release/jank-bench --swift-plugin .build/release/hello-world \
+  --go-plugin plugins/hello-world-go/bin/hello-world-go --go-host "$work/go-host" "$@"
