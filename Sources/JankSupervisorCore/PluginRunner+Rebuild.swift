@@ -43,7 +43,7 @@ extension PluginRunner {
       launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
     } catch {
       lastError = "the new binary did not start, the old one keeps serving: \(error.message)"
-      throw ControlError(.pluginError, lastError!, details: ["last_exit": .string(error.reason.rawValue)])
+      throw ControlError(.pluginError, lastError!, details: ["last_exit_reason": .string(error.reason.rawValue)])
     }
     // While the new process started, the old one may have been stopped or have crashed.
     guard wantsRunning else {
