@@ -4,10 +4,15 @@
 //
 //	go-host <plugin-binary> [<method> <json-args>]...
 //
-// Output: {"method":…,"data":{…}} or {"method":…,"error":"…"} per call, then
-// {"exited":true,"plugin_stderr_lines":N,"unparsed_stderr_lines":M}, where unparsed counts
-// the plugin's stderr lines that go-plugin could not read as hclog JSON (it then logs
-// them as plain text). Exit code 0 when every call ran, 2 when the plugin did not load.
+// Output: {"method":…,"data":{…}} or {"method":…,"error":"<gRPC status message>"} per
+// call, then always {"exited":true,"plugin_stderr_lines":N,"unparsed_stderr_lines":M}:
+// N counts the plugin's stderr lines, M those go-plugin could not read as hclog JSON and
+// re-logged verbatim (counted from the host logger's own output, see logTap; each is also
+// named on stderr). The host logger writes hclog JSON to stderr at trace level. A plugin
+// error is a result, not a failure: the exit code is 0 when every call ran, 2 on bad
+// usage or when the plugin did not start or could not be dispensed (reason on stderr).
+//
+//	go-host --bench … is jank-bench's mode, see bench.go.
 package main
 
 import (
@@ -22,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	anypb "github.com/golang/protobuf/ptypes/any"
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -40,62 +46,89 @@ func (handler) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.Clien
 	return pluginpb.NewPluginServiceClient(c), nil
 }
 
-// stderrLines receives the plugin's raw stderr (go-plugin's ClientConfig.Stderr) and counts
-// the lines that go-plugin's own parser (log_entry.go parseJSON) would reject.
-type stderrLines struct {
+// logTap counts the plugin's stderr lines and, from go-plugin's own re-logging of them,
+// how many it could not parse. go-plugin 1.0.1 (client.go logStderr) reads each stderr
+// line, writes it to ClientConfig.Stderr, then logs it through ClientConfig.Logger: parsed
+// hclog JSON (string @message/@level, @timestamp with six fractional digits, a known level)
+// is logged with its own message and fields, anything else verbatim, "@message" being the
+// raw line. Both happen on one goroutine, line after line, so a logged record whose
+// @message is exactly the line just written to Stderr is that line, unparsed. Lines over
+// 64 KiB are never parsed (go-plugin logs them in raw pieces) and count as unparsed.
+type logTap struct {
 	mu       sync.Mutex
-	pending  bytes.Buffer
+	pending  bytes.Buffer // the plugin's stderr: the line being written
+	last     *string      // the last complete line, until go-plugin logs it
+	logged   bytes.Buffer // the logger's output: the record being written
 	total    int
 	unparsed int
 }
 
-func (s *stderrLines) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending.Write(p)
+// stderrBufferSize is go-plugin 1.0.1's stdErrBufferSize: longer lines are never parsed.
+const stderrBufferSize = 64 * 1024
+
+// stderr is ClientConfig.Stderr: the plugin's raw stderr.
+func (t *logTap) stderr() io.Writer { return writerFunc(t.writeStderr) }
+
+// logOutput is the host logger's output (also copied to os.Stderr).
+func (t *logTap) logOutput() io.Writer { return writerFunc(t.writeLog) }
+
+func (t *logTap) writeStderr(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pending.Write(p)
 	for {
-		line, err := s.pending.ReadBytes('\n')
+		line, err := t.pending.ReadBytes('\n')
 		if err == io.EOF {
-			s.pending.Write(line)
+			t.pending.Write(line)
 			return len(p), nil
 		}
-		line = bytes.TrimRight(line, "\n")
-		if len(line) == 0 {
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		t.total++
+		t.last = nil
+		if len(line) >= stderrBufferSize {
+			t.unparsed++
+			fmt.Fprintf(os.Stderr, "go-host: plugin stderr line of %d bytes (go-plugin does not parse lines over 64 KiB)\n", len(line))
 			continue
 		}
-		s.total++
-		if !parsesAsHCLog(line) {
-			s.unparsed++
-			fmt.Fprintf(os.Stderr, "go-host: unparsed plugin stderr line: %s\n", line)
+		// As hclog's JSON encoding writes it: each invalid UTF-8 byte becomes U+FFFD.
+		text := string([]rune(string(line)))
+		t.last = &text
+	}
+}
+
+func (t *logTap) writeLog(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.logged.Write(p)
+	for {
+		record, err := t.logged.ReadBytes('\n')
+		if err == io.EOF {
+			t.logged.Write(record)
+			return len(p), nil
+		}
+		var fields struct {
+			Message *string `json:"@message"`
+		}
+		if json.Unmarshal(record, &fields) != nil || fields.Message == nil || t.last == nil {
+			continue
+		}
+		if *fields.Message == *t.last {
+			t.unparsed++
+			t.last = nil
+			fmt.Fprintf(os.Stderr, "go-host: go-plugin could not parse this plugin stderr line: %s\n", *fields.Message)
 		}
 	}
 }
 
-// parsesAsHCLog mirrors go-plugin 1.0.1's parseJSON: a JSON object whose @message and
-// @level are strings and whose @timestamp has exactly six fractional digits.
-func parsesAsHCLog(line []byte) bool {
-	var raw map[string]interface{}
-	if json.Unmarshal(line, &raw) != nil {
-		return false
-	}
-	for _, key := range []string{"@message", "@level"} {
-		if v, ok := raw[key]; ok {
-			if _, isString := v.(string); !isString {
-				return false
-			}
-		}
-	}
-	if v, ok := raw["@timestamp"]; ok {
-		text, isString := v.(string)
-		if !isString {
-			return false
-		}
-		if _, err := time.Parse("2006-01-02T15:04:05.000000Z07:00", text); err != nil {
-			return false
-		}
-	}
-	return true
+func (t *logTap) counts() (total, unparsed int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.total, t.unparsed
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "--bench" {
@@ -106,15 +139,37 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: go-host <plugin-binary> [<method> <json-args>]...")
 		os.Exit(2)
 	}
-	lines := &stderrLines{}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "go-host", Output: os.Stderr, Level: hclog.Debug, JSONFormat: true})
+	// Every call's arguments are checked before the plugin starts.
+	type call struct {
+		method string
+		args   map[string]*anypb.Any
+	}
+	var calls []call
+	for i := 2; i+1 < len(os.Args); i += 2 {
+		var args map[string]interface{}
+		if err := json.Unmarshal([]byte(os.Args[i+1]), &args); err != nil {
+			fmt.Fprintf(os.Stderr, "go-host: arguments of %s are not a JSON object: %v\n", os.Args[i], err)
+			os.Exit(2)
+		}
+		packed, err := pluginpb.Pack(args)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "go-host: arguments of %s: %v\n", os.Args[i], err)
+			os.Exit(2)
+		}
+		calls = append(calls, call{os.Args[i], packed})
+	}
+
+	tap := &logTap{}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name: "go-host", Output: io.MultiWriter(os.Stderr, tap.logOutput()), Level: hclog.Trace, JSONFormat: true,
+	})
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          map[string]plugin.Plugin{"handler": handler{}},
 		Cmd:              exec.Command(os.Args[1]),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
-		Stderr:           lines,
+		Stderr:           tap.stderr(),
 	})
 	rpcClient, err := client.Client()
 	if err != nil {
@@ -131,35 +186,24 @@ func main() {
 	service := raw.(pluginpb.PluginServiceClient)
 	out := bufio.NewWriter(os.Stdout)
 	encoder := json.NewEncoder(out)
-	for i := 2; i+1 < len(os.Args); i += 2 {
-		method := os.Args[i]
-		var args map[string]interface{}
-		if err := json.Unmarshal([]byte(os.Args[i+1]), &args); err != nil {
-			fmt.Fprintf(os.Stderr, "go-host: arguments of %s are not a JSON object: %v\n", method, err)
-			os.Exit(2)
-		}
-		packed, err := pluginpb.Pack(args)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "go-host: %v\n", err)
-			os.Exit(2)
-		}
+	for _, c := range calls {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		response, err := service.Execute(ctx, &pluginpb.ExecuteRequest{Method: method, Args: packed})
+		response, err := service.Execute(ctx, &pluginpb.ExecuteRequest{Method: c.method, Args: c.args})
 		cancel()
 		if err != nil {
-			encoder.Encode(map[string]interface{}{"method": method, "error": status.Convert(err).Message()})
+			encoder.Encode(map[string]interface{}{"method": c.method, "error": status.Convert(err).Message()})
 			continue
 		}
 		data, err := pluginpb.Unpack(response.Data)
 		if err != nil {
-			encoder.Encode(map[string]interface{}{"method": method, "error": "bad data: " + err.Error()})
+			encoder.Encode(map[string]interface{}{"method": c.method, "error": "bad data: " + err.Error()})
 			continue
 		}
-		encoder.Encode(map[string]interface{}{"method": method, "data": data})
+		encoder.Encode(map[string]interface{}{"method": c.method, "data": data})
 	}
+	// Kill returns once go-plugin has read (and logged) all of the plugin's stderr.
 	client.Kill()
-	lines.mu.Lock()
-	encoder.Encode(map[string]interface{}{"exited": client.Exited(), "plugin_stderr_lines": lines.total, "unparsed_stderr_lines": lines.unparsed})
-	lines.mu.Unlock()
+	total, unparsed := tap.counts()
+	encoder.Encode(map[string]interface{}{"exited": client.Exited(), "plugin_stderr_lines": total, "unparsed_stderr_lines": unparsed})
 	out.Flush()
 }
