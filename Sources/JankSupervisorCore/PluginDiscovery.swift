@@ -33,8 +33,9 @@ public enum PluginDiscovery {
       return inspect(directory: directory)
     }
     // Two folders claiming one id would make every call ambiguous: both are incomplete.
-    let ids = found.compactMap { $0.manifest?.id }
-    let duplicated = Set(ids.filter { id in ids.filter { $0 == id }.count > 1 })
+    var counts: [String: Int] = [:]
+    for id in found.compactMap({ $0.manifest?.id }) { counts[id, default: 0] += 1 }
+    let duplicated = Set(counts.filter { $0.value > 1 }.keys)
     for index in found.indices {
       if let id = found[index].manifest?.id, duplicated.contains(id) {
         found[index].problems.append("id '\(id)' is declared by more than one plugin folder; give each plugin its own id")

@@ -43,6 +43,7 @@ public actor Supervisor {
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
   private var nextSocketIndex = 0
+  private var lastScan: (at: ContinuousClock.Instant, plugins: [DiscoveredPlugin])?
   /// Rebuilds and hot-swaps plugins whose sources change; made on the first buildable
   /// registration.
   private var sourceWatcher: SourceWatcher?
@@ -70,6 +71,14 @@ public actor Supervisor {
 
   public func discover() -> [DiscoveredPlugin] {
     PluginDiscovery.scan(pluginsDirectory: configuration.pluginsDirectory)
+  }
+
+  /// The scan of the last second, or a new one.
+  private func recentScan() -> [DiscoveredPlugin] {
+    if let lastScan, ContinuousClock.now - lastScan.at < .seconds(1) { return lastScan.plugins }
+    let plugins = discover()
+    lastScan = (ContinuousClock.now, plugins)
+    return plugins
   }
 
   /// Restores the registrations saved by an earlier run and starts those the operator
@@ -130,7 +139,13 @@ public actor Supervisor {
     if let existing = runners[id] {
       throw ControlError(.conflict, "plugin \(id) is already registered (status \(await existing.info.status.rawValue)); use start, stop or restart", details: ["id": .string(id)])
     }
-    let found = discover()
+    // A registration burst (a thousand plugins at start) shares one scan of the folder; a
+    // plugin missing or unusable in it is looked for again in a fresh scan.
+    var found = recentScan()
+    if found.first(where: { $0.manifest?.id == id && $0.status != .incomplete }) == nil {
+      found = discover()
+      lastScan = (ContinuousClock.now, found)
+    }
     guard let plugin = found.first(where: { $0.manifest?.id == id }) else {
       let unreadable = found.filter { $0.manifest == nil }.map { ($0.directory as NSString).lastPathComponent }
       let hint = unreadable.isEmpty ? "" : " (folders with an unreadable plugin.json: \(unreadable.joined(separator: ", ")))"

@@ -19,6 +19,8 @@ struct JankBench: AsyncParsableCommand {
   @Option(help: "The Swift hello-world binary (default: next to jank-bench).") var swiftPlugin: String?
   @Option(help: "The Go hello-world-go binary (plugins/hello-world-go/bin/hello-world-go).") var goPlugin: String?
   @Option(help: "The go-plugin host built from Tests/Fixtures/go-host.") var goHost: String?
+  @Option(help: "Plugin counts for the scale figures, e.g. 100,500,1000 (none by default).") var scale: String?
+  @Option(help: "Seconds of idle for the scale figures' CPU measurement.") var idleSeconds = 30
 
   func run() async throws {
     let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
@@ -96,6 +98,9 @@ struct JankBench: AsyncParsableCommand {
       return ContinuousClock.now - begin
     }
     print("crash (SIGKILL) -> ready again, initial_delay_ms 0, median of \(crashes): \(Measure.ms(crash))")
+    for count in (scale ?? "").split(separator: ",").compactMap({ Int($0) }) {
+      try await Scale.run(count: count, supervisor: supervisor, workspace: workspace, swiftBinary: swiftBinary, idleSeconds: idleSeconds)
+    }
     await supervisor.stopAll()
   }
 }
