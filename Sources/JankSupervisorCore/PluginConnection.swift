@@ -45,8 +45,10 @@ final class GRPCPluginConnection: PluginConnection {
     let client = GRPCClient(transport: transport)
     let runner = Task { _ = try? await client.runConnections() }
     let health = Grpc_Health_V1_Health.Client(wrapping: client)
-    var lastError: (any Error)?
-    while ContinuousClock.now < deadline {
+    // At least one check, even when the handshake used up the start timeout: a plugin is
+    // never ready without a SERVING answer.
+    var lastError: (any Error)? = ControlError(.timeout, "the start timeout passed before its health could be checked")
+    repeat {
       do {
         var options = CallOptions.defaults
         options.timeout = min(.seconds(5), deadline - .now)
@@ -63,7 +65,7 @@ final class GRPCPluginConnection: PluginConnection {
         lastError = error
       }
       try? await Task.sleep(for: .milliseconds(20))
-    }
+    } while ContinuousClock.now < deadline
     if let lastError {
       client.beginGracefulShutdown()
       runner.cancel()

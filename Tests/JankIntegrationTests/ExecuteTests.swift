@@ -93,7 +93,7 @@ import Testing
 @Suite struct ExecuteDuringRestartTests {
   @Test func aCallDuringBackoffWaitsForTheRestartWithinItsDeadline() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":800}"#)
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":3000}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       kill(pid_t(try #require(info.pid)), SIGKILL)
       #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .backoff })
@@ -107,7 +107,7 @@ import Testing
         #expect(error.message.contains("backoff"))
       }
       // A deadline that covers the restart: the call is answered by the new process.
-      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 10_000))
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000))
       let newPID = try #require(answer.data["pid"]?.numberValue)
       #expect(Int(newPID) != info.pid)
     }
@@ -124,14 +124,14 @@ import Testing
       // and is not run again.
       await #expect(throws: ControlError.self) {
         try await running.client.call(
-          ControlMethods.execute, ExecuteParams(id: id, method: "drop-connection", args: ["marker": .string(marker), "exit_after_ms": 1500]))
+          ControlMethods.execute, ExecuteParams(id: id, method: "drop-connection", args: ["marker": .string(marker), "exit_after_ms": 5000]))
       }
       // The process still lives (the supervisor still sees it ready) but refuses connections:
       // this call cannot be delivered, so it is sent to the replacement process.
       let before = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
       #expect(before.pid == oldPID)
       #expect(before.status == .ready)
-      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 10_000))
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000))
       let newPID = try #require(answer.data["pid"]?.numberValue)
       #expect(Int(newPID) != oldPID)
       let runs = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n")
