@@ -15,7 +15,9 @@ work=$(mktemp -d /tmp/jank-bench.XXXXXX)
 trap 'kill $api $supervisor 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 # A copy of plugins/hello-world with the binary just built; it is auto_start.
 mkdir -p "$work/plugins/hello-world/bin"
-cp plugins/hello-world/plugin.json "$work/plugins/hello-world/"
+# Its manifest without "build": the copy runs the binary just built, never rebuilds it.
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m.pop("build",None); json.dump(m,open(sys.argv[2],"w"))' \
+  plugins/hello-world/plugin.json "$work/plugins/hello-world/plugin.json"
 cp $bin/hello-world "$work/plugins/hello-world/bin/hello-world"
 $bin/jank-supervisor --plugins-dir "$work/plugins" --state-dir "$work/state" --log-level warning &
 supervisor=$!

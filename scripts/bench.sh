@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests), side by side in one run: jank-bench (supervisor -> Swift plugin over
 # gRPC, the control channel, spawn and crash recovery) beside a hashicorp/go-plugin Go host
-# -> Go plugin pair built from Debian's packages. Arguments go to jank-bench
-# (e.g. --calls 10000 --spawns 50 --crashes 20). The HTTP figure is scripts/bench-http.sh.
+# -> Go plugin pair built from Debian's packages, then the HTTP hop with wrk against jank-api
+# (scripts/bench-http.sh). Arguments go to jank-bench (e.g. --calls 10000 --spawns 50
+# --crashes 20 --scale 100,500,1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,5 +13,8 @@ swift build -c release --product hello-world
 work=$(mktemp -d /tmp/jank-bench-go.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 sh Tests/Fixtures/go-host/build.sh "$work/go-host"
-exec .build/release/jank-bench --swift-plugin .build/release/hello-world \
+.build/release/jank-bench --swift-plugin .build/release/hello-world \
   --go-plugin plugins/hello-world-go/bin/hello-world-go --go-host "$work/go-host" "$@"
+echo
+echo "HTTP: jank-api -> control channel -> supervisor -> plugin"
+scripts/bench-http.sh 50 10 | grep -E "^(machine|command|requests|latency)"
