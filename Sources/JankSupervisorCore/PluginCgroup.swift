@@ -117,8 +117,11 @@ final class PluginCgroup: Sendable {
   }
 
   /// Kills everything left in the cgroup (children that escaped the process group too) and
-  /// removes it, waiting briefly for the kernel to let go of exiting processes.
+  /// removes it. Killed processes leave a v1 cgroup only once reaped (orphans by init, which
+  /// can take a second), so a busy cgroup is retried in the background, never by blocking
+  /// a thread of the concurrency pool.
   func remove() {
+    var busy: [String] = []
     for directory in Set(directories.values) {
       if version == 2, access(directory + "/cgroup.kill", W_OK) == 0 {
         try? CgroupFile.write("1", to: directory + "/cgroup.kill")
@@ -127,9 +130,14 @@ final class PluginCgroup: Sendable {
           kill(pid, SIGKILL)
         }
       }
-      for _ in 0..<200 {
-        if rmdir(directory) == 0 || errno == ENOENT { break }
-        usleep(5_000)
+      if rmdir(directory) != 0, errno == EBUSY { busy.append(directory) }
+    }
+    guard !busy.isEmpty else { return }
+    Task.detached { [busy] in
+      var left = busy
+      for _ in 0..<400 where !left.isEmpty {
+        try? await Task.sleep(for: .milliseconds(25))
+        left.removeAll { rmdir($0) == 0 || errno == ENOENT }
       }
     }
   }

@@ -24,7 +24,7 @@ import Testing
       #expect(after.lastError?.contains("memory_mb") == true, "\(after.lastError ?? "")")
       #expect(after.restarts == 1)
       // The dead process's cgroup is gone; the new process has a fresh one.
-      #expect(!FileManager.default.fileExists(atPath: directory))
+      #expect(await eventually { !FileManager.default.fileExists(atPath: directory) })
     }
   }
 
@@ -46,7 +46,7 @@ import Testing
 
       _ = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
       // Stopping removes the cgroup, and with it every forked child.
-      #expect(!FileManager.default.fileExists(atPath: directory))
+      #expect(await eventually { !FileManager.default.fileExists(atPath: directory) })
       let leftovers = try await runProgram("/usr/bin/pgrep", ["-f", "^/bin/sleep 600$", "-P", "\(pid)"])
       #expect(leftovers.stdout.isEmpty)
     }

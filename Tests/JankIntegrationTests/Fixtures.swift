@@ -5,6 +5,14 @@ import JankSupervisorCore
 import Logging
 import Testing
 
+/// The in-process supervisors' logger: warnings and errors only, so that a test run's output
+/// stays readable (JANK_TEST_LOG_LEVEL=debug shows everything).
+let testLogger: Logger = {
+  var logger = Logger(label: "test-supervisor")
+  logger.logLevel = ProcessInfo.processInfo.environment["JANK_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+  return logger
+}()
+
 /// Where SwiftPM put the binaries this test target depends on.
 enum Binaries {
   static let directory: String = {
@@ -76,7 +84,7 @@ final class RunningSupervisor: @unchecked Sendable {
   init(_ workspace: Workspace) async throws {
     supervisor = Supervisor(
       configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
-      logger: Logger(label: "test-supervisor"))
+      logger: testLogger)
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: Logger(label: "test"))
     serving = Task { await server.run() }
     client = try await ControlClient.connect(path: workspace.socket)

@@ -9,7 +9,7 @@ import Testing
   static func supervisor(_ workspace: Workspace) -> Supervisor {
     Supervisor(
       configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
-      logger: Logger(label: "test-supervisor"))
+      logger: testLogger)
   }
 
   @Test func aRestartedSupervisorRestoresRegistrationsAndStartsWhatShouldRun() async throws {
