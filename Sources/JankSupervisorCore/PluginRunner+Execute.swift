@@ -51,7 +51,10 @@ extension PluginRunner {
     defer {
       inFlight -= 1
       inFlightByGeneration[running.generation, default: 1] -= 1
-      if inFlightByGeneration[running.generation] == 0 { inFlightByGeneration[running.generation] = nil }
+      if inFlightByGeneration[running.generation] == 0 {
+        inFlightByGeneration[running.generation] = nil
+        drained.removeValue(forKey: running.generation)?.deliver(())
+      }
       if inFlight == 0, status == .running { status = .ready }
     }
     do {

@@ -47,7 +47,7 @@ extension PluginRunner {
     }
     // While the new process started, the old one may have been stopped or have crashed.
     guard wantsRunning else {
-      _ = await terminate(Running(generation: -1, pid: launched.pid, connection: launched.connection, socketPath: nil, cgroup: launched.cgroup, limitsNote: nil, startedAt: .now, startedAtMonotonic: .now))
+      _ = await terminate(Running(launched, generation: -1))
       return info
     }
     // Whatever serves now (the old process, or one that replaced it after a crash) hands
@@ -64,9 +64,10 @@ extension PluginRunner {
 
   /// Waits until the calls sent to one process have all finished (at most `timeout`).
   private func drain(generation: Int, within timeout: Duration) async {
-    let deadline = ContinuousClock.now + timeout
-    while (inFlightByGeneration[generation] ?? 0) > 0, ContinuousClock.now < deadline {
-      try? await Task.sleep(for: .milliseconds(5))
-    }
+    guard (inFlightByGeneration[generation] ?? 0) > 0 else { return }
+    let done = drained[generation] ?? OneShot()
+    drained[generation] = done
+    _ = await done.wait(until: .now + timeout)
+    drained[generation] = nil
   }
 }

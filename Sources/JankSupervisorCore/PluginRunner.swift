@@ -29,6 +29,8 @@ actor PluginRunner {
   var inFlight = 0
   /// Calls in flight per process, so a hot swap can let the old process finish its own.
   var inFlightByGeneration: [Int: Int] = [:]
+  /// Hot swaps waiting for one process's calls to finish, by generation.
+  var drained: [Int: OneShot<Void>] = [:]
   /// The last requested build (and swap); the next one waits for it.
   var buildChain: Task<Void, Never>?
   private var restarts = 0
@@ -54,6 +56,17 @@ actor PluginRunner {
     var limitsNote: String?
     var startedAt: Date
     var startedAtMonotonic: ContinuousClock.Instant
+
+    init(_ launched: LaunchedPlugin, generation: Int) {
+      self.generation = generation
+      pid = launched.pid
+      connection = launched.connection
+      socketPath = launched.handshake.network == "unix" ? launched.handshake.address : nil
+      cgroup = launched.cgroup
+      limitsNote = launched.limitsNote
+      startedAt = Date()
+      startedAtMonotonic = .now
+    }
   }
 
   init(
@@ -109,18 +122,21 @@ actor PluginRunner {
     return info
   }
 
-  private func runLaunch() async {
-    let task = Task { await self.launch() }
+  /// `checkSources`: hash the sources to rebuild a changed plugin first. An operator's start
+  /// does; a restart after a crash does not (source changes are rebuilt when they happen),
+  /// so crash recovery never pays for reading every source file.
+  private func runLaunch(checkSources: Bool = true) async {
+    let task = Task { await self.launch(checkSources: checkSources) }
     starting = task
     await task.value
     starting = nil
   }
 
-  private func launch() async {
+  private func launch(checkSources: Bool) async {
     // `last_error` keeps the reason of the last failure until an operator starts the plugin.
     setStatus(.starting)
     // Built when missing, or when its sources changed since the last build.
-    if BuildFingerprint.needsBuild(manifest: manifest, directory: directory) || access(directory + "/" + manifest.binary, X_OK) != 0 {
+    if access(directory + "/" + manifest.binary, X_OK) != 0 || (checkSources && BuildFingerprint.needsBuild(manifest: manifest, directory: directory)) {
       do {
         _ = try await builder.build(id: id, manifest: manifest, directory: directory)
       } catch {
@@ -158,10 +174,7 @@ actor PluginRunner {
   /// are watched.
   func install(_ launched: LaunchedPlugin) {
     generation += 1
-    let running = Running(
-      generation: generation, pid: launched.pid, connection: launched.connection,
-      socketPath: launched.handshake.network == "unix" ? launched.handshake.address : nil,
-      cgroup: launched.cgroup, limitsNote: launched.limitsNote, startedAt: Date(), startedAtMonotonic: .now)
+    let running = Running(launched, generation: generation)
     current = running
     cancelRestartTimer()
     setStatus(inFlight > 0 ? .running : .ready)
@@ -291,7 +304,7 @@ actor PluginRunner {
     nextRestartAt = nil
     restarts += 1
     metrics.restarted(pluginID: id)
-    await runLaunch()
+    await runLaunch(checkSources: false)
   }
 
   func cancelRestartTimer() {
