@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import JankControl
 import Metrics
 import Prometheus
 
@@ -21,7 +22,7 @@ final class APIMetrics: Sendable {
   func request(route: String, status: HTTPResponse.Status, duration: Duration) {
     Counter(label: "jank_api_requests_total", dimensions: [("route", route), ("status", String(status.code))], factory: factory).increment()
     Metrics.Timer(label: "jank_api_request_duration_seconds", dimensions: [("route", route)], factory: factory)
-      .recordNanoseconds(Int64(duration.secondsValue * 1e9))
+      .recordNanoseconds(Int64(duration.seconds * 1e9))
   }
 
   func supervisorUp(_ up: Bool) {

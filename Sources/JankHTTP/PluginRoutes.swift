@@ -93,7 +93,7 @@ struct PluginRoutes: Sendable {
   }
 
   private func health(_ context: APIRequestContext) async throws -> Response {
-    let api: JSONValue = ["status": "ok", "uptime_s": .number(startedAt.duration(to: .now).secondsValue), "supervisor_socket": .string(link.socketPath)]
+    let api: JSONValue = ["status": "ok", "uptime_s": .number(startedAt.duration(to: .now).seconds), "supervisor_socket": .string(link.socketPath)]
     do {
       let supervisor = try await link.call(ControlMethods.status, NoParams())
       return try Envelope.success(HealthData(api: api, supervisor: supervisor), requestID: context.requestID)
@@ -130,11 +130,5 @@ struct PluginRoutes: Sendable {
       throw APIError.invalid("query parameter '\(name)' is required, e.g. ?\(name)=dev.jank.plugins.hello-world")
     }
     return String(value)
-  }
-}
-
-extension Duration {
-  var secondsValue: Double {
-    Double(components.seconds) + Double(components.attoseconds) / 1e18
   }
 }

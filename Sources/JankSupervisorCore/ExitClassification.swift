@@ -30,11 +30,6 @@ enum ISO8601 {
 }
 
 extension Duration {
-  var seconds: Double {
-    let (s, attoseconds) = components
-    return Double(s) + Double(attoseconds) / 1e18
-  }
-
   /// For messages: "300 ms" below ten seconds, "12.5 s" above.
   var readable: String {
     let ms = (seconds * 1000).rounded()

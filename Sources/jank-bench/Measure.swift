@@ -1,4 +1,5 @@
 import Foundation
+import JankControl
 import Synchronization
 
 /// Hands out call numbers to the concurrent callers.
@@ -40,8 +41,8 @@ enum Measure {
       for try await part in group { all += part }
       return all.sorted()
     }
-    let elapsed = (clock.now - begin).secondsValue
-    let micro = latencies.map { $0.secondsValue * 1e6 }
+    let elapsed = (clock.now - begin).seconds
+    let micro = latencies.map { $0.seconds * 1e6 }
     func percentile(_ p: Double) -> Double { micro.isEmpty ? 0 : micro[Int(p * Double(micro.count - 1))] }
     return Stats(
       calls: calls, seconds: elapsed, meanMicroseconds: micro.reduce(0, +) / Double(max(micro.count, 1)),
@@ -57,12 +58,8 @@ enum Measure {
   }
 
   static func ms(_ duration: Duration?) -> String {
-    duration.map { String(format: "%.2f ms", $0.secondsValue * 1000) } ?? "-"
+    duration.map { String(format: "%.2f ms", $0.seconds * 1000) } ?? "-"
   }
-}
-
-extension Duration {
-  var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// One printed line of the table.

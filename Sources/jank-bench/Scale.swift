@@ -44,7 +44,7 @@ enum Scale {
     let executes = clock.now - executeBegin
     print(String(
       format: "scale %5d plugins: all ready in %.2f s (%d failed), supervisor RSS %.0f MB, idle CPU %.2f %% over %d s, one execute on each in %.2f s (%d failed)",
-      count, ready.secondsValue, failed, rss, idleCPU, idleSeconds, executes.secondsValue, executeFailures))
+      count, ready.seconds, failed, rss, idleCPU, idleSeconds, executes.seconds, executeFailures))
     await withTaskGroup(of: Void.self) { group in
       for id in ids { group.addTask { _ = try? await supervisor.unregister(id: id) } }
     }
