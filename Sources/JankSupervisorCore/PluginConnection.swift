@@ -122,6 +122,10 @@ final class GRPCPluginConnection: PluginConnection {
       let mapped = Self.controlError(error, timeout: timeout)
       if mapped.kind == .unavailable, !delivery.wasUsed { throw UndeliveredCall(error: mapped) }
       throw mapped
+    } catch let error as RuntimeError where error.code == .clientIsStopped {
+      // The process died and its connection was closed between picking it and sending:
+      // the request never left, so it is safe to send to the replacement.
+      throw UndeliveredCall(error: ControlError(.unavailable, "the connection to the plugin was closed before the call was sent: \(error.message)"))
     }
   }
 
