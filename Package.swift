@@ -54,10 +54,18 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // jank-frame (docs/jank-frame.md): the framed fast path between Jank peers. Codec and
+    // payloads on NIOCore and swift-protobuf; no Foundation.
+    .target(
+      name: "JankFrame",
+      dependencies: ["JankProtocol", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      swiftSettings: swiftSettings
+    ),
+
     // The plugin SDK: implement `Plugin`, call `serve`.
     .target(
       name: "JankPlugin",
-      dependencies: ["JankProtocol", "CJankShim", grpcCore, grpcTransport, logging],
+      dependencies: ["JankProtocol", "JankFrame", "CJankShim", grpcCore, grpcTransport, nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
 
@@ -78,7 +86,7 @@ let package = Package(
     .target(
       name: "JankSupervisorCore",
       dependencies: [
-        "JankProtocol", "JankControl", "JankJSON", "CJankShim", "CSystemd",
+        "JankProtocol", "JankFrame", "JankControl", "JankJSON", "CJankShim", "CSystemd",
         grpcCore, grpcTransport, grpcProtobuf, nioCore, nioPosix, logging, lifecycle, metrics, prometheus,
         .product(name: "Crypto", package: "swift-crypto"),
       ],

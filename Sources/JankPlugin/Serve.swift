@@ -3,15 +3,19 @@ import Dispatch
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Glibc
+import JankFrame
 import JankProtocol
 import Logging
+import NIOCore
 
-/// Runs `plugin` as a go-plugin gRPC plugin until the host stops it, then exits.
+/// Runs `plugin` as a go-plugin plugin until the host stops it, then exits.
 ///
-/// Checks the magic cookie, listens on a Unix socket, prints the handshake line
-/// `1|1|unix|<path>|grpc|` on stdout, and serves the Jank service plus go-plugin's
-/// health, controller, stdio and broker services. Exits 0 on `Shutdown`, SIGTERM or
-/// when the parent process dies; exits 1 when not started by a plugin host.
+/// Checks the magic cookie, listens on a Unix socket and prints the handshake line on
+/// stdout. A Jank host that offers `jank-frame` in `JANK_PLUGIN_PROTOCOLS` gets the framed
+/// fast path (`1|1|unix|<path>|jank-frame|`); any other host, such as a go-plugin host, gets
+/// gRPC (`1|1|unix|<path>|grpc|`) with the Jank service plus go-plugin's health, controller,
+/// stdio and broker services. Exits 0 on `Shutdown`, SIGTERM or when the parent process
+/// dies; exits 1 when not started by a plugin host.
 public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async -> Never {
   let environment = PluginEnvironment.current()
   if let problem = environment.problem {
@@ -29,6 +33,44 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
   }
 
   let shutdown = ShutdownSignal()
+  let terminate = installTerminationHandler(shutdown: shutdown)
+  let parentWatch = watchParent(shutdown: shutdown)
+  if environment.offeredProtocols.contains(Frame.protocolName) {
+    await serveFrames(plugin, socketPath: socketPath, shutdown: shutdown, logger: logger)
+  } else {
+    await serveGRPC(plugin, socketPath: socketPath, shutdown: shutdown, logger: logger)
+  }
+  withExtendedLifetime((terminate, parentWatch)) {}
+  unlink(socketPath)
+  exit(0)
+}
+
+/// In-flight calls get this long to finish after a shutdown; a stuck one must not keep the
+/// process alive.
+private let drainTimeout = Duration.seconds(3)
+
+private func serveFrames<P: Plugin>(_ plugin: P, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
+  let server = FrameServer(plugin: plugin, shutdown: shutdown, logger: logger)
+  let listener: NIOAsyncChannel<FrameServer<P>.Connection, Never>
+  do {
+    listener = try await server.bind(path: socketPath)
+  } catch {
+    logger.error("plugin could not listen", metadata: ["socket": "\(socketPath)", "error": "\(error)"])
+    return
+  }
+  writeHandshake("\(Handshake.coreProtocolVersion)|\(Handshake.appProtocolVersion)|unix|\(socketPath)|\(Frame.protocolName)|\n")
+  logger.info("plugin serving", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())", "protocol": "\(Frame.protocolName)"])
+  let accepting = Task { await server.run(listener) }
+  await shutdown.wait()
+  listener.channel.close(promise: nil)
+  let deadline = ContinuousClock.now + drainTimeout
+  while server.inFlight.value > 0, ContinuousClock.now < deadline {
+    try? await Task.sleep(for: .milliseconds(5))
+  }
+  withExtendedLifetime(accepting) {}
+}
+
+private func serveGRPC<P: Plugin>(_ plugin: P, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
   let transport = HTTP2ServerTransport.Posix(
     address: .unixDomainSocket(path: socketPath),
     transportSecurity: .plaintext
@@ -43,9 +85,6 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
       BrokerService(shutdown: shutdown),
     ]
   )
-  let terminate = installTerminationHandler(shutdown: shutdown)
-  let parentWatch = watchParent(shutdown: shutdown)
-
   let handshake = Task {
     do {
       _ = try await transport.listeningAddress
@@ -55,13 +94,12 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
       return
     }
     writeHandshake("\(Handshake.coreProtocolVersion)|\(Handshake.appProtocolVersion)|unix|\(socketPath)|grpc|\n")
-    logger.info("plugin serving", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
+    logger.info("plugin serving", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())", "protocol": "grpc"])
   }
   let drain = Task {
     await shutdown.wait()
     server.beginGracefulShutdown()
-    // In-flight calls get a moment to finish; a stuck one must not keep the process alive.
-    try? await Task.sleep(for: .seconds(3))
+    try? await Task.sleep(for: drainTimeout)
     unlink(socketPath)
     exit(0)
   }
@@ -71,15 +109,14 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
     logger.error("plugin server failed", metadata: ["error": "\(error)"])
   }
   withExtendedLifetime((handshake, drain)) {}
-  withExtendedLifetime((terminate, parentWatch)) {}
-  unlink(socketPath)
-  exit(0)
 }
 
 /// What the host told the plugin through its environment.
 struct PluginEnvironment {
   var cookie: String?
   var protocolVersions: String?
+  /// `JANK_PLUGIN_PROTOCOLS`: what a Jank host offers beyond gRPC (design §3).
+  var offeredProtocols: [String]
   var socketDirectory: String
 
   static func current() -> PluginEnvironment {
@@ -92,6 +129,7 @@ struct PluginEnvironment {
     return PluginEnvironment(
       cookie: env(Handshake.cookieKey),
       protocolVersions: env("PLUGIN_PROTOCOL_VERSIONS"),
+      offeredProtocols: (env("JANK_PLUGIN_PROTOCOLS") ?? "").split(separator: ",").map { $0.trimmingCharacters() },
       socketDirectory: dir
     )
   }

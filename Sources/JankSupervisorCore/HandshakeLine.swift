@@ -10,8 +10,9 @@ public struct HandshakeLine: Sendable, Equatable {
     self.protocol = `protocol`
   }
 
-  /// Parses the first stdout line of a plugin; the error names what is wrong and quotes the line.
-  public static func parse(_ line: String) throws(HandshakeError) -> HandshakeLine {
+  /// Parses the first stdout line of a plugin; the error names what is wrong and quotes the
+  /// line. `offered` is what the host put in `JANK_PLUGIN_PROTOCOLS` (gRPC is always accepted).
+  public static func parse(_ line: String, offered: [String] = ["grpc"]) throws(HandshakeError) -> HandshakeLine {
     let fields = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
     guard (4...7).contains(fields.count) else {
       throw HandshakeError(line: line, problem: "expected CORE|APP|NETWORK|ADDR|PROTOCOL, got \(fields.count) field(s)")
@@ -29,8 +30,9 @@ public struct HandshakeLine: Sendable, Equatable {
     let address = fields[3]
     guard !address.isEmpty else { throw HandshakeError(line: line, problem: "the address is empty") }
     let proto = fields.count >= 5 ? fields[4] : "netrpc"
-    guard proto == "grpc" else {
-      throw HandshakeError(line: line, problem: "protocol '\(proto)' is not supported; Jank plugins serve gRPC (go-plugin's net/rpc is not supported)")
+    guard proto == "grpc" || offered.contains(proto) else {
+      let why = proto == "netrpc" ? "go-plugin's net/rpc is not supported, Jank plugins serve gRPC" : "this supervisor offered \(offered.joined(separator: ","))"
+      throw HandshakeError(line: line, problem: "protocol '\(proto)' was not offered: \(why)")
     }
     if network == "tcp" {
       let host = address.split(separator: ":").dropLast().joined(separator: ":")

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import JankControl
+import JankFrame
 import Logging
 
 /// A plugin process that completed its handshake and answers over its connection.
@@ -46,6 +47,8 @@ struct PluginLauncher: PluginLaunching {
     env["JANK_PLUGIN"] = "jank-plugin"
     env["JANK_PLUGIN_ID"] = manifest.id
     env["PLUGIN_PROTOCOL_VERSIONS"] = "1"
+    // Jank SDK plugins answer with the first they serve; go-plugin plugins ignore it (design §3).
+    env["JANK_PLUGIN_PROTOCOLS"] = manifest.transport.offered.joined(separator: ",")
     env["PLUGIN_MIN_PORT"] = "10000"
     env["PLUGIN_MAX_PORT"] = "25000"
     env["PLUGIN_UNIX_SOCKET_DIR"] = socketDirectory
@@ -137,12 +140,17 @@ struct PluginLauncher: PluginLaunching {
     case .line(let line):
       let handshake: HandshakeLine
       do {
-        handshake = try HandshakeLine.parse(line)
+        handshake = try HandshakeLine.parse(line, offered: manifest.transport.offered)
       } catch {
         throw await fail(.handshakeFailed, "\(error)")
       }
       do {
-        let connection = try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
+        let connection: any PluginConnection =
+          if handshake.protocol == Frame.protocolName {
+            try await FramePluginConnection.connect(handshake: handshake, deadline: deadline)
+          } else {
+            try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
+          }
         return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake, cgroup: cgroup, limitsNote: limitsNote)
       } catch {
         throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")

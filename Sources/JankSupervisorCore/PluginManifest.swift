@@ -28,6 +28,20 @@ public struct PluginManifest: Sendable, Equatable {
 
   public static let types: Set<String> = ["provider", "filter", "handler", "notifier"]
 
+  /// Which protocols the supervisor offers the plugin (design §3): `auto` offers the framed
+  /// fast path first and gRPC; `grpc` forces gRPC.
+  public enum Transport: String, Sendable {
+    case auto, grpc
+
+    /// The value of `JANK_PLUGIN_PROTOCOLS`, in order of preference.
+    public var offered: [String] {
+      switch self {
+      case .auto: ["jank-frame", "grpc"]
+      case .grpc: ["grpc"]
+      }
+    }
+  }
+
   public var id: String
   public var name: String
   public var version: String
@@ -43,6 +57,7 @@ public struct PluginManifest: Sendable, Equatable {
   public var buildTimeoutSeconds: Int?
   public var stopTimeoutMs = 2_000
   public var maxConcurrency = 64
+  public var transport = Transport.auto
   public var restart = RestartPolicy()
   public var health = HealthPolicy()
   public var limits: [String: JSONValue] = [:]
@@ -120,6 +135,13 @@ extension PluginManifest {
     manifest.stopTimeoutMs = reader.int("stop_timeout_ms", range: 0...600_000) ?? manifest.stopTimeoutMs
     manifest.buildTimeoutSeconds = reader.int("build_timeout_s", range: 1...86_400)
     manifest.maxConcurrency = reader.int("max_concurrency", range: 1...100_000) ?? manifest.maxConcurrency
+    if let transport = reader.string("transport") {
+      if let value = Transport(rawValue: transport) {
+        manifest.transport = value
+      } else {
+        reader.problem("transport '\(transport)' is not one of auto, grpc (auto lets a Jank SDK plugin use the jank-frame fast path)")
+      }
+    }
     manifest.sha256 = reader.string("sha256")
     if let sha = manifest.sha256, sha.count != 64 || !sha.allSatisfy(\.isHexDigit) {
       reader.problem("sha256 must be 64 hexadecimal characters")

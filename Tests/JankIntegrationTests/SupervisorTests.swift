@@ -12,7 +12,7 @@ import Testing
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       #expect(info.status == .ready)
       #expect(info.pid != nil)
-      #expect(info.transport == "grpc")
+      #expect(info.transport == "jank-frame")
 
       let client = running.client
       let greet = try await client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet", args: ["name": "Ada"]))

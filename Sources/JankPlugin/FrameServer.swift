@@ -1,0 +1,192 @@
+import JankFrame
+import JankProtocol
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Serves a plugin over jank-frame (docs/jank-frame.md) on a Unix socket: the fast path a
+/// Jank host negotiates. Each connection's frames are read, and its calls run, on that
+/// connection's event loop; calls are multiplexed by id and may finish in any order.
+struct FrameServer<P: Plugin>: Sendable {
+  let plugin: P
+  let shutdown: ShutdownSignal
+  let logger: Logger
+  var maxPayloadLength = Frame.defaultMaxPayloadLength
+  /// Calls in flight across all connections, so that a shutdown can let them finish.
+  let inFlight = InFlightCounter()
+
+  typealias Connection = NIOAsyncChannel<InboundFrame, Frame>
+
+  func bind(path: String) async throws -> NIOAsyncChannel<Connection, Never> {
+    let maxPayloadLength = maxPayloadLength
+    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .bind(unixDomainSocketPath: path) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadLength: maxPayloadLength)))
+          try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+          return try Connection(wrappingChannelSynchronously: channel)
+        }
+      }
+  }
+
+  /// Accepts connections until the listener is closed.
+  func run(_ listener: NIOAsyncChannel<Connection, Never>) async {
+    do {
+      try await listener.executeThenClose { connections in
+        try await withThrowingDiscardingTaskGroup { group in
+          for try await connection in connections {
+            group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.eventLoop)) {
+              await serve(connection)
+            }
+          }
+        }
+      }
+    } catch {
+      logger.debug("jank-frame listener ended", metadata: ["error": "\(error)"])
+    }
+  }
+
+  private func serve(_ connection: Connection) async {
+    let channel = connection.channel
+    let calls = CallsInFlight()
+    do {
+      try await connection.executeThenClose { inbound, _ in
+        try await withThrowingDiscardingTaskGroup { group in
+          for try await event in inbound {
+            switch event {
+            case .tooLarge(let type, let id, let length):
+              guard type.isRequest else { continue }
+              let error = FrameErrorPayload(code: .tooLarge, message: "the \(type) frame's payload is \(length) bytes, over this plugin's maximum of \(maxPayloadLength)")
+              channel.writeAndFlush(error.frame(id: id), promise: nil)
+            case .frame(let frame):
+              switch frame.type {
+              case .execute, .healthCheck:
+                // A child task on this loop's executor: no thread hop, and it can be cancelled.
+                group.addTask { await answer(frame, calls: calls, channel: channel) }
+              case .cancel:
+                calls.cancel(frame.id)
+              case .shutdown:
+                channel.writeAndFlush(Frame(type: .shutdownResult, id: frame.id), promise: nil)
+                shutdown.fire()
+              default:
+                let error = FrameErrorPayload(code: .invalid, message: "frame type \(frame.type.rawValue) is not a request this plugin knows (jank-frame 1)")
+                channel.writeAndFlush(error.frame(id: frame.id), promise: nil)
+              }
+            }
+          }
+          // The host closed the connection: its calls have no one to answer to.
+          calls.cancelAll()
+        }
+      }
+    } catch {
+      calls.cancelAll()
+      logger.debug("jank-frame connection closed", metadata: ["error": "\(error)"])
+    }
+  }
+
+  private func answer(_ frame: Frame, calls: CallsInFlight, channel: any Channel) async {
+    let reply: Frame
+    if shutdown.isFired {
+      reply = FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down and did not start this call").frame(id: frame.id)
+    } else if frame.type == .healthCheck {
+      reply = await healthCheck(id: frame.id)
+    } else {
+      inFlight.add(1)
+      defer { inFlight.add(-1) }
+      reply = await execute(frame, calls: calls, eventLoop: channel.eventLoop)
+    }
+    channel.writeAndFlush(reply, promise: nil)
+  }
+
+  private func healthCheck(id: UInt64) async -> Frame {
+    var response = Plugin_HealthCheckResponse()
+    do {
+      try await plugin.healthCheck()
+      response.status = "healthy"
+    } catch {
+      response.status = "unhealthy"
+    }
+    return (try? Frame.message(.healthCheckResult, id: id, response))
+      ?? FrameErrorPayload(code: .invalid, message: "could not encode the health answer").frame(id: id)
+  }
+
+  private func execute(_ frame: Frame, calls: CallsInFlight, eventLoop: any EventLoop) async -> Frame {
+    let id = frame.id
+    let timeoutMs: UInt32
+    let method: String
+    let args: [String: JSONValue]
+    do {
+      let decoded = try frame.executeRequest()
+      timeoutMs = decoded.timeoutMs
+      method = decoded.request.method
+      args = try AnyMap.unpack(decoded.request.args)
+    } catch {
+      return FrameErrorPayload(code: .invalid, message: "undecodable execute request: \(error)").frame(id: id)
+    }
+    guard calls.begin(id) else {
+      return FrameErrorPayload(code: .invalid, message: "call id \(id) is already in flight on this connection").frame(id: id)
+    }
+    // The host's deadline also holds here, so a call nobody waits for stops on its own.
+    let deadline = timeoutMs == 0 ? nil : eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) { calls.cancel(id) }
+    defer {
+      deadline?.cancel()
+      calls.end(id)
+    }
+    do {
+      var response = Plugin_ExecuteResponse()
+      response.data = AnyMap.pack(try await plugin.execute(method: method, args: args))
+      return try Frame.message(.executeResult, id: id, response)
+    } catch {
+      if Task.isCancelled {
+        return FrameErrorPayload(code: .cancelled, message: "the call was cancelled: \(error)").frame(id: id)
+      }
+      return FrameErrorPayload(code: .pluginError, message: String(describing: error)).frame(id: id)
+    }
+  }
+}
+
+/// The tasks running calls on one connection, so that a cancel frame reaches the right one.
+///
+/// `UnsafeCurrentTask` is valid only while its task runs. Each task removes its own entry
+/// (under the lock) before it finishes, and `cancel` looks entries up under the same lock,
+/// so a cancel never touches a finished task.
+final class CallsInFlight: @unchecked Sendable {
+  private let lock = NIOLock()
+  private var tasks: [UInt64: UnsafeCurrentTask] = [:]
+
+  /// Registers the current task under `id`; false when that id is already in flight.
+  func begin(_ id: UInt64) -> Bool {
+    withUnsafeCurrentTask { task in
+      guard let task else { return false }
+      return lock.withLock {
+        guard tasks[id] == nil else { return false }
+        tasks[id] = task
+        return true
+      }
+    }
+  }
+
+  func end(_ id: UInt64) {
+    lock.withLock { _ = tasks.removeValue(forKey: id) }
+  }
+
+  func cancel(_ id: UInt64) {
+    lock.withLock { tasks[id]?.cancel() }
+  }
+
+  func cancelAll() {
+    lock.withLock {
+      for task in tasks.values { task.cancel() }
+    }
+  }
+}
+
+/// A count that a shutdown can wait on.
+final class InFlightCounter: Sendable {
+  private let count = NIOLockedValueBox(0)
+
+  func add(_ delta: Int) { count.withLockedValue { $0 += delta } }
+
+  var value: Int { count.withLockedValue { $0 } }
+}

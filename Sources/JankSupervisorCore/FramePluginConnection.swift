@@ -1,0 +1,236 @@
+import JankControl
+import JankFrame
+import JankJSON
+import JankProtocol
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// jank-frame (docs/jank-frame.md) to a Jank SDK plugin that accepted the offer: the same
+/// `plugin.proto` messages as gRPC, as length-prefixed frames multiplexed by call id on one
+/// Unix-socket connection.
+final class FramePluginConnection: PluginConnection {
+  let transportName = Frame.protocolName
+  private let channel: any Channel
+  private let calls: FrameCallHandler
+  private let nextID = Atomic<UInt64>(1)
+  private let maxPayloadLength: Int
+
+  /// Connects and confirms the plugin answers a health check as healthy before `deadline`.
+  static func connect(
+    handshake: HandshakeLine, deadline: ContinuousClock.Instant, maxPayloadLength: Int = Frame.defaultMaxPayloadLength,
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  ) async throws -> FramePluginConnection {
+    guard handshake.network == "unix" else {
+      throw ControlError(.unavailable, "jank-frame runs over a Unix socket; the plugin offered \(handshake.network) \(handshake.address)")
+    }
+    let calls = FrameCallHandler()
+    let channel: any Channel
+    do {
+      channel = try await ClientBootstrap(group: group)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadLength: maxPayloadLength)))
+            try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+            try channel.pipeline.syncOperations.addHandler(calls)
+          }
+        }
+        .connect(unixDomainSocketPath: handshake.address).get()
+    } catch {
+      throw ControlError(.unavailable, "could not connect to the plugin's jank-frame socket \(handshake.address): \(error)")
+    }
+    let connection = FramePluginConnection(channel: channel, calls: calls, maxPayloadLength: maxPayloadLength)
+    // A plugin is never ready without a healthy answer, even when the handshake used up the start timeout.
+    let budget = max(ContinuousClock.now.duration(to: deadline), .milliseconds(100))
+    guard await connection.healthCheck(timeout: min(budget, .seconds(5))) else {
+      connection.close()
+      throw ControlError(.unavailable, "plugin did not report healthy over jank-frame at \(handshake.address)")
+    }
+    return connection
+  }
+
+  private init(channel: any Channel, calls: FrameCallHandler, maxPayloadLength: Int) {
+    self.channel = channel
+    self.calls = calls
+    self.maxPayloadLength = maxPayloadLength
+  }
+
+  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
+    var request = Plugin_ExecuteRequest()
+    request.method = method
+    request.args = AnyMap.pack(args)
+    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    let timeoutMs = UInt32(clamping: max(timeout.nanosecondsClamped / 1_000_000, 1))
+    let frame = try Frame.execute(id: id, timeoutMs: timeoutMs, request: request)
+    guard frame.payloadLength <= maxPayloadLength else {
+      throw ControlError(.tooLarge, "the call's arguments are \(frame.payloadLength) bytes encoded, over jank-frame's maximum of \(maxPayloadLength)")
+    }
+    let answer = try await call(frame, timeout: timeout)
+    switch answer.type {
+    case .executeResult:
+      do {
+        return try AnyMap.unpack(answer.message(as: Plugin_ExecuteResponse.self).data)
+      } catch {
+        throw ControlError(.pluginError, "the plugin answered with data that is not JSON: \(error)")
+      }
+    case .error:
+      throw Self.controlError(answer)
+    default:
+      throw ControlError(.pluginError, "the plugin answered an execute call with a \(answer.type) frame")
+    }
+  }
+
+  func healthCheck(timeout: Duration) async -> Bool {
+    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    guard let frame = try? Frame.message(.healthCheck, id: id, Plugin_HealthCheckRequest()),
+      let answer = try? await call(frame, timeout: timeout), answer.type == .healthCheckResult,
+      let response = try? answer.message(as: Plugin_HealthCheckResponse.self)
+    else { return false }
+    return response.status == "healthy"
+  }
+
+  func shutdown(timeout: Duration) async {
+    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    _ = try? await call(Frame(type: .shutdown, id: id), timeout: timeout)
+  }
+
+  func close() {
+    channel.close(promise: nil)
+  }
+
+  /// Sends a request and waits for its answer. Timeout and task cancellation both fail the
+  /// call at once and send the plugin a cancel frame.
+  private func call(_ frame: Frame, timeout: Duration) async throws -> Frame {
+    let loop = channel.eventLoop
+    let promise = loop.makePromise(of: Frame.self)
+    let calls = calls
+    return try await withTaskCancellationHandler {
+      if loop.inEventLoop {
+        calls.send(frame, promise: promise, timeout: timeout)
+      } else {
+        loop.execute { calls.send(frame, promise: promise, timeout: timeout) }
+      }
+      return try await promise.futureResult.get()
+    } onCancel: {
+      loop.execute { calls.abandon(id: frame.id, because: CancellationError()) }
+    }
+  }
+
+  static func controlError(_ answer: Frame) -> any Error {
+    guard let error = FrameErrorPayload(payload: answer.payload) else {
+      return ControlError(.pluginError, "the plugin answered with an empty error frame")
+    }
+    switch error.code {
+    case .pluginError: return ControlError(.pluginError, error.message)
+    case .tooLarge: return ControlError(.tooLarge, "the call is too large for the plugin: \(error.message)")
+    case .invalid: return ControlError(.invalid, "the plugin could not read the call: \(error.message)")
+    case .cancelled: return ControlError(.timeout, "the plugin cancelled the call: \(error.message)")
+    case .unavailable:
+      // The plugin says it did not start the call (it is shutting down): safe to resend.
+      return UndeliveredCall(error: ControlError(.unavailable, "the plugin is shutting down: \(error.message)"))
+    default: return ControlError(.pluginError, "the plugin answered error \(error.code): \(error.message)")
+    }
+  }
+}
+
+/// The connection's calls in flight, touched only on its event loop: matches answers to
+/// requests by id, runs deadlines, and fails exactly the calls in flight when the peer goes.
+final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = InboundFrame
+  typealias OutboundOut = Frame
+
+  private struct Pending {
+    var promise: EventLoopPromise<Frame>
+    var deadline: Scheduled<Void>?
+    var type: FrameType
+  }
+
+  private var context: ChannelHandlerContext?
+  private var pending: [UInt64: Pending] = [:]
+  private var closedReason: String?
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    failAll(ControlError(.unavailable, "the connection to the plugin was closed"))
+  }
+
+  /// On the event loop. A call that cannot be written never reached the plugin: it fails
+  /// as `UndeliveredCall`, which may be sent once more to a replacement process.
+  func send(_ frame: Frame, promise: EventLoopPromise<Frame>, timeout: Duration) {
+    guard let context, closedReason == nil, context.channel.isActive else {
+      promise.fail(UndeliveredCall(error: ControlError(.unavailable, "the connection to the plugin is closed (\(closedReason ?? "not connected"))")))
+      return
+    }
+    let id = frame.id
+    let deadline = context.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) { [self] in
+      abandon(id: id, because: ControlError(.timeout, "the plugin did not answer within \(timeout.readable); raise timeout_ms or make the method faster"))
+    }
+    pending[id] = Pending(promise: promise, deadline: deadline, type: frame.type)
+    let written = context.eventLoop.makePromise(of: Void.self)
+    written.futureResult.whenFailure { [self] error in
+      guard let call = pending.removeValue(forKey: id) else { return }
+      call.deadline?.cancel()
+      call.promise.fail(UndeliveredCall(error: ControlError(.unavailable, "the call could not be written to the plugin: \(error)")))
+    }
+    context.writeAndFlush(wrapOutboundOut(frame), promise: written)
+  }
+
+  /// Fails a call that is still waiting and tells the plugin to stop working on it.
+  func abandon(id: UInt64, because error: any Error) {
+    guard let call = pending.removeValue(forKey: id) else { return }
+    call.deadline?.cancel()
+    call.promise.fail(error)
+    if call.type == .execute, let context, context.channel.isActive {
+      context.writeAndFlush(wrapOutboundOut(Frame(type: .cancel, id: id)), promise: nil)
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .frame(let frame):
+      // An answer to a call that already timed out or was cancelled is dropped.
+      guard let call = pending.removeValue(forKey: frame.id) else { return }
+      call.deadline?.cancel()
+      call.promise.succeed(frame)
+    case .tooLarge(_, let id, let length):
+      guard let call = pending.removeValue(forKey: id) else { return }
+      call.deadline?.cancel()
+      call.promise.fail(ControlError(.tooLarge, "the plugin's answer is \(length) bytes, over jank-frame's maximum; return less data"))
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    closedReason = "the plugin closed it"
+    failAll(ControlError(.unavailable, "the connection to the plugin failed: the plugin closed it during the call"))
+    context.fireChannelInactive()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    // Undecodable bytes from the plugin: the stream cannot be trusted any more.
+    closedReason = "\(error)"
+    failAll(ControlError(.unavailable, "the connection to the plugin failed: \(error)"))
+    context.close(promise: nil)
+  }
+
+  private func failAll(_ error: ControlError) {
+    let calls = pending
+    pending = [:]
+    for call in calls.values {
+      call.deadline?.cancel()
+      call.promise.fail(error)
+    }
+  }
+}
+
+extension Duration {
+  var nanosecondsClamped: Int64 {
+    let (seconds, attoseconds) = components
+    guard seconds >= 0 else { return 0 }
+    guard seconds < Int64.max / 1_000_000_000 - 1 else { return .max }
+    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+  }
+}
