@@ -116,10 +116,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Counts heap allocations by standing in front of glibc's malloc; linked only into jank-bench.
+    .target(name: "CJankAllocCounter"),
+
     // Benchmarks (not tests): scripts/bench.sh runs them beside a go-plugin Go pair.
     .executableTarget(
       name: "jank-bench",
-      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON", argumentParser, logging],
+      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON", "CJankAllocCounter", argumentParser, logging],
       swiftSettings: swiftSettings
     ),
 

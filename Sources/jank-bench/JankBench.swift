@@ -35,53 +35,61 @@ struct JankBench: AsyncParsableCommand {
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: logger)
     let serving = Task { await server.run() }
     defer { serving.cancel() }
-    let id = "dev.bench.hello"
-    _ = try await supervisor.register(id: id)
+    // The same Swift plugin binary twice: negotiated jank-frame (the default) and forced gRPC.
+    let transports = [("jank-frame", "dev.bench.hello"), ("gRPC", "dev.bench.hello-grpc")]
+    for (_, id) in transports { _ = try await supervisor.register(id: id) }
 
     print("jank-bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 20) MiB RAM, \(calls) calls per figure")
     print("")
     print(Row.header)
     let args: [String: JSONValue] = ["name": "bench"]
-    // Supervisor -> Swift plugin over gRPC: what every plugin.execute pays inside the supervisor.
-    let sequential = try await Measure.calls(calls, concurrency: 1) {
-      _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+    let goPair = goHost.flatMap { host in goPlugin.map { (host, $0) } }
+    // Supervisor -> Swift plugin: what every plugin.execute pays inside the supervisor.
+    for concurrency in [1, 8, 64] {
+      var swift: [(String, Stats)] = []
+      for (transport, id) in transports {
+        let stats = try await Measure.calls(calls, concurrency: concurrency) {
+          _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+        }
+        swift.append((transport, stats))
+        print(Row("supervisor -> Swift plugin (\(transport)), \(concurrency) in flight", stats))
+      }
+      if let (host, plugin) = goPair {
+        let go = try GoPair.run(host: host, plugin: plugin, calls: calls, concurrency: concurrency, spawns: 0).stats
+        print(Row("go-plugin Go host -> Go plugin (gRPC), \(concurrency) in flight", go))
+        let ratios = swift.map { "\($0.0)/Go \(String(format: "%.2f", $0.1.callsPerSecond / go.callsPerSecond))" }
+        print("  ratio calls/s: " + ratios.joined(separator: ", ") + ", jank-frame/gRPC \(String(format: "%.2f", swift[0].1.callsPerSecond / swift[1].1.callsPerSecond))")
+      }
     }
-    print(Row("supervisor -> Swift plugin (gRPC), sequential", sequential))
-    var goSequential: Stats?
-    if let goHost, let goPlugin {
-      goSequential = try GoPair.run(host: goHost, plugin: goPlugin, calls: calls, concurrency: 1, spawns: 0).stats
-      print(Row("go-plugin Go host -> Go plugin, sequential", goSequential!))
-      print("  ratio Swift/Go calls/s: \(String(format: "%.2f", sequential.callsPerSecond / goSequential!.callsPerSecond))")
-    }
-    for concurrency in [8, 64] {
-      let stats = try await Measure.calls(calls, concurrency: concurrency) {
+    for (transport, id) in transports {
+      let perCall = try await Measure.allocationsPerCall(min(calls, 5_000)) {
         _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
       }
-      print(Row("supervisor -> Swift plugin (gRPC), \(concurrency) in flight", stats))
-      if let goHost, let goPlugin {
-        print(Row("go-plugin Go pair, \(concurrency) in flight", try GoPair.run(host: goHost, plugin: goPlugin, calls: calls, concurrency: concurrency, spawns: 0).stats))
-      }
+      print("allocations per call in the supervisor process (\(transport)), sequential: \(String(format: "%.1f", perCall))")
     }
     // One more hop: JSON-RPC over the control socket, as jankctl and jank-api call.
+    let id = transports[0].1
     let client = try await ControlClient.connect(path: workspace.socket)
     for concurrency in [1, 8, 64] {
       let stats = try await Measure.calls(calls, concurrency: concurrency) {
         _ = try await client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet", args: args))
       }
-      print(Row("control channel (JSON-RPC) -> supervisor -> plugin, \(concurrency) in flight", stats))
+      print(Row("control channel (JSON-RPC) -> supervisor -> plugin (jank-frame), \(concurrency) in flight", stats))
     }
     await client.close()
 
     print("")
-    let spawn = try await Measure.median(spawns) {
-      _ = try await supervisor.stop(id: id)
-      let begin = ContinuousClock.now
-      _ = try await supervisor.start(id: id)
-      return ContinuousClock.now - begin
+    for (transport, id) in transports {
+      let spawn = try await Measure.median(spawns) {
+        _ = try await supervisor.stop(id: id)
+        let begin = ContinuousClock.now
+        _ = try await supervisor.start(id: id)
+        return ContinuousClock.now - begin
+      }
+      print("spawn -> ready (handshake + health), Swift plugin (\(transport)), median of \(spawns): \(Measure.ms(spawn))")
     }
-    print("spawn -> ready (handshake + health), Swift plugin, median of \(spawns): \(Measure.ms(spawn))")
-    if let goHost, let goPlugin, spawns > 0 {
-      let go = try GoPair.run(host: goHost, plugin: goPlugin, calls: 0, concurrency: 1, spawns: spawns)
+    if let (host, plugin) = goPair, spawns > 0 {
+      let go = try GoPair.run(host: host, plugin: plugin, calls: 0, concurrency: 1, spawns: spawns)
       print("spawn -> ready (handshake + health + dispense), go-plugin Go pair, median of \(spawns): \(go.spawnMedianMs.map { String(format: "%.2f ms", $0) } ?? "-")")
     }
     let crashID = "dev.bench.crash"

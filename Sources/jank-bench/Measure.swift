@@ -1,3 +1,4 @@
+import CJankAllocCounter
 import Foundation
 import JankControl
 import Synchronization
@@ -49,6 +50,15 @@ enum Measure {
       p50Microseconds: percentile(0.5), p99Microseconds: percentile(0.99))
   }
 
+  /// Heap allocations in this process per sequential call of `body` (everything the
+  /// supervisor side does for a call: actors, encoding, the transport).
+  static func allocationsPerCall(_ calls: Int, _ body: () async throws -> Void) async throws -> Double {
+    for _ in 0..<min(200, calls) { try await body() }
+    let before = jank_alloc_count()
+    for _ in 0..<calls { try await body() }
+    return Double(jank_alloc_count() - before) / Double(max(calls, 1))
+  }
+
   /// The median of `count` runs of `body`, each returning the duration it measured.
   static func median(_ count: Int, _ body: () async throws -> Duration) async throws -> Duration? {
     guard count > 0 else { return nil }
@@ -64,7 +74,7 @@ enum Measure {
 
 /// One printed line of the table.
 struct Row: CustomStringConvertible {
-  static let header = "what".padding(toLength: 72, withPad: " ", startingAt: 0) + "   calls/s    mean µs   p50 µs   p99 µs"
+  static let header = "what".padding(toLength: 80, withPad: " ", startingAt: 0) + "   calls/s    mean µs   p50 µs   p99 µs"
   let label: String
   let stats: Stats
 
@@ -74,7 +84,7 @@ struct Row: CustomStringConvertible {
   }
 
   var description: String {
-    label.padding(toLength: 72, withPad: " ", startingAt: 0)
+    label.padding(toLength: 80, withPad: " ", startingAt: 0)
       + String(format: " %9.0f %10.1f %8.0f %8.0f", stats.callsPerSecond, stats.meanMicroseconds, stats.p50Microseconds, stats.p99Microseconds)
   }
 }
@@ -115,7 +125,7 @@ struct BenchError: Error, CustomStringConvertible {
   init(_ description: String) { self.description = description }
 }
 
-/// Plugins folder with two copies of the Swift hello-world (one to call, one to crash).
+/// Plugins folder with copies of the Swift hello-world: one per transport to call, one to crash.
 struct BenchWorkspace {
   let root = "/tmp/jank-bench-\(getpid())"
   var plugins: String { root + "/plugins" }
@@ -126,7 +136,11 @@ struct BenchWorkspace {
     guard FileManager.default.isExecutableFile(atPath: swiftBinary) else {
       throw BenchError("no Swift hello-world at \(swiftBinary); build it (swift build -c release --product hello-world) or pass --swift-plugin")
     }
-    for (name, extra) in [("hello", ""), ("crash", #","restart":{"policy":"always","initial_delay_ms":0,"max_restarts":100000,"window_s":1}"#)] {
+    let copies = [
+      ("hello", ""), ("hello-grpc", #","transport":"grpc""#),
+      ("crash", #","restart":{"policy":"always","initial_delay_ms":0,"max_restarts":100000,"window_s":1}"#),
+    ]
+    for (name, extra) in copies {
       let dir = plugins + "/" + name
       try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
       let manifest = #"{"id":"dev.bench.\#(name)","name":"\#(name)","version":"1.0.0","type":"handler","binary":"bin/hello-world"\#(extra)}"#

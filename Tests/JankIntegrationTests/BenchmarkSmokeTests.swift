@@ -20,7 +20,11 @@ import Testing
         "--go-plugin", workspace.plugins + "/hello-world-go/bin/hello-world-go", "--go-host", host,
       ])
     #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-    for figure in ["supervisor -> Swift plugin (gRPC), sequential", "go-plugin Go host -> Go plugin, sequential", "ratio Swift/Go", "control channel", "spawn -> ready", "crash (SIGKILL) -> ready"] {
+    for figure in [
+      "supervisor -> Swift plugin (jank-frame), 1 in flight", "supervisor -> Swift plugin (gRPC), 64 in flight",
+      "go-plugin Go host -> Go plugin (gRPC), 1 in flight", "jank-frame/Go", "jank-frame/gRPC", "control channel",
+      "spawn -> ready", "crash (SIGKILL) -> ready", "allocations per call",
+    ] {
       #expect(result.stdout.contains(figure), "missing '\(figure)' in:\n\(result.stdout)")
     }
   }
