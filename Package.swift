@@ -122,7 +122,7 @@ let package = Package(
     // Benchmarks (not tests): scripts/bench.sh runs them beside a go-plugin Go pair.
     .executableTarget(
       name: "jank-bench",
-      dependencies: ["JankSupervisorCore", "JankControl", "JankJSON", "CJankAllocCounter", argumentParser, logging],
+      dependencies: ["JankSupervisorCore", "JankFrame", "JankControl", "JankJSON", "CJankAllocCounter", argumentParser, logging, nioPosix],
       swiftSettings: swiftSettings
     ),
 

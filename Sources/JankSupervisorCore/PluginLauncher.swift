@@ -3,6 +3,8 @@ import Glibc
 import JankControl
 import JankFrame
 import Logging
+import NIOCore
+import NIOPosix
 
 /// A plugin process that completed its handshake and answers over its connection.
 struct LaunchedPlugin: Sendable {
@@ -32,6 +34,7 @@ protocol PluginLaunching: Sendable {
 struct PluginLauncher: PluginLaunching {
   /// Where plugin cgroups go (detected once by the supervisor).
   var cgroups: CgroupHierarchy = .unavailable(reason: "cgroups are not used")
+  var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   /// Variables never passed to plugins: they belong to the supervisor's own service manager.
   static let privateVariablePrefixes = ["NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_", "JANK_API_TOKEN"]
@@ -147,7 +150,7 @@ struct PluginLauncher: PluginLaunching {
       do {
         let connection: any PluginConnection =
           if handshake.protocol == Frame.protocolName {
-            try await FramePluginConnection.connect(handshake: handshake, deadline: deadline)
+            try await FramePluginConnection.connect(handshake: handshake, deadline: deadline, group: eventLoopGroup)
           } else {
             try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
           }

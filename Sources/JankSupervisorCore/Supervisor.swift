@@ -3,6 +3,8 @@ import Glibc
 public import JankControl
 public import JankJSON
 public import Logging
+public import NIOCore
+import NIOPosix
 
 /// Where the supervisor finds plugins and keeps its state.
 public struct SupervisorConfiguration: Sendable {
@@ -14,6 +16,9 @@ public struct SupervisorConfiguration: Sendable {
   public var maxParallelBuilds = 1
   /// Where cgroup filesystems are mounted; a missing path means no cgroups (rlimits only).
   public var cgroupRoot = "/sys/fs/cgroup"
+  /// The event loops that carry jank-frame connections to plugins. A caller that runs on one
+  /// of them (task executor preference) sends and receives without a thread hop.
+  public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 
   public init(pluginsDirectory: String, stateDirectory: String, socketPath: String) {
     self.pluginsDirectory = pluginsDirectory
@@ -58,7 +63,7 @@ public actor Supervisor {
     self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, maxParallel: configuration.maxParallelBuilds, logger: logger)
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
-    self.launcher = PluginLauncher(cgroups: cgroups)
+    self.launcher = PluginLauncher(cgroups: cgroups, eventLoopGroup: configuration.eventLoopGroup)
     switch cgroups {
     case .unavailable(let reason):
       logger.warning("plugins run with rlimits only (no cgroups)", metadata: ["reason": "\(reason)"])

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import JankControl
 import JankJSON
+import JankFrame
 import JankSupervisorCore
+import NIOPosix
 import Logging
 
 /// Benchmarks (not tests): figures printed side by side in one run. Run through
@@ -29,9 +31,13 @@ struct JankBench: AsyncParsableCommand {
     defer { workspace.remove() }
     var logger = Logger(label: "jank-bench")
     logger.logLevel = .error
-    let supervisor = Supervisor(
-      configuration: SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket),
-      logger: logger)
+    // One event loop carries the plugin connections; callers that prefer it as their task
+    // executor send and receive on that thread, as the supervisor's control server does.
+    let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let loopExecutor = EventLoopTaskExecutor(loops.next())
+    var configuration = SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket)
+    configuration.eventLoopGroup = loops
+    let supervisor = Supervisor(configuration: configuration, logger: logger)
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: logger)
     let serving = Task { await server.run() }
     defer { serving.cancel() }
@@ -48,7 +54,7 @@ struct JankBench: AsyncParsableCommand {
     for concurrency in [1, 8, 64] {
       var swift: [(String, Stats)] = []
       for (transport, id) in transports {
-        let stats = try await Measure.calls(calls, concurrency: concurrency) {
+        let stats = try await Measure.calls(calls, concurrency: concurrency, on: loopExecutor) {
           _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
         }
         swift.append((transport, stats))

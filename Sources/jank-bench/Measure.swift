@@ -21,14 +21,16 @@ struct Stats {
 
 enum Measure {
   /// `calls` calls of `body`, `concurrency` at a time, after a short warm-up.
-  static func calls(_ calls: Int, concurrency: Int, _ body: @escaping @Sendable () async throws -> Void) async throws -> Stats {
+  static func calls(
+    _ calls: Int, concurrency: Int, on executor: (any TaskExecutor)? = nil, _ body: @escaping @Sendable () async throws -> Void
+  ) async throws -> Stats {
     for _ in 0..<min(200, calls) { try await body() }
     let next = Ticket()
     let clock = ContinuousClock()
     let begin = clock.now
     let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
       for _ in 0..<concurrency {
-        group.addTask {
+        group.addTask(executorPreference: executor) {
           var mine: [Duration] = []
           while next.take() < calls {
             let start = clock.now

@@ -10,7 +10,13 @@ struct FaultPlugin: Plugin {
     switch method {
     case "sleep":
       let ms = Int(args["ms"]?.numberValue ?? 1000)
-      try await Task.sleep(for: .milliseconds(ms))
+      do {
+        try await Task.sleep(for: .milliseconds(ms))
+      } catch {
+        // Shows that the host's cancellation reached this task.
+        if let marker = args["marker"]?.stringValue { appendLine(to: marker, "cancelled") }
+        throw error
+      }
       return ["slept_ms": .number(Double(ms))]
     case "crash":
       // Crash mid-call: the caller must get an error that names the crash.
