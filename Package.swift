@@ -161,7 +161,7 @@ let package = Package(
     .testTarget(
       name: "JankIntegrationTests",
       dependencies: [
-        "JankSupervisorCore", "JankControl", "JankJSON",
+        "JankSupervisorCore", "JankControl", "JankJSON", "JankFrame", "JankProtocol", nioCore,
         "jank-supervisor", "jankctl", "jank-api", "jank-bench", "hello-world", "fault-plugin",
       ],
       swiftSettings: swiftSettings

@@ -15,7 +15,14 @@ struct PluginServiceAdapter<P: Plugin>: Plugin_PluginService.SimpleServiceProtoc
     }
     let data: [String: JSONValue]
     do {
-      data = try await plugin.execute(method: request.method, args: args)
+      // grpc-swift tells a handler about a passed deadline or a cancelled stream only through
+      // this handler; turn it into task cancellation so that the plugin's code sees it.
+      let running = withUnsafeCurrentTask { RunningTask($0) }
+      data = try await withRPCCancellationHandler {
+        try await plugin.execute(method: request.method, args: args)
+      } onCancelRPC: {
+        running.cancel()
+      }
     } catch let error as RPCError {
       throw error
     } catch {
@@ -110,4 +117,15 @@ struct BrokerService: Plugin_GRPCBroker.SimpleServiceProtocol {
       group.cancelAll()
     }
   }
+}
+
+/// The running task, for a cancellation handler that must cancel it. `UnsafeCurrentTask` is
+/// valid only while its task runs; `withRPCCancellationHandler` removes the handler before
+/// the operation's task can finish, so `cancel` is never called on a finished task.
+struct RunningTask: @unchecked Sendable {
+  private let task: UnsafeCurrentTask?
+
+  init(_ task: UnsafeCurrentTask?) { self.task = task }
+
+  func cancel() { task?.cancel() }
 }

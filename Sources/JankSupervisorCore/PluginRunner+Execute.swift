@@ -64,7 +64,9 @@ extension PluginRunner {
       throw ControlError(.timeout, "plugin \(id) did not answer \(method) within \(timeout.readable); raise timeout_ms (at most exec_timeout_ms \(manifest.execTimeoutMs)) or make the method faster")
     } catch let error as ControlError where error.kind == .unavailable {
       // Name the crash when the process died under the call (exactly the calls in flight fail).
-      _ = await ProcessReaper.shared.waitForExit(pid: running.pid, within: .milliseconds(500))
+      guard let status = await ProcessReaper.shared.waitForExit(pid: running.pid, within: .milliseconds(500)) else { throw error }
+      // A closed connection can be seen before the reaper's own task reports the exit.
+      if current?.generation == running.generation { processExited(generation: running.generation, status: status) }
       guard current?.generation != running.generation, let exit = lastExit else { throw error }
       let how = exit.signal.map { "killed by signal \($0)" } ?? exit.code.map { "exited with code \($0)" } ?? exit.reason.rawValue
       throw ControlError(

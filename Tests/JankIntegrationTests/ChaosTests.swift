@@ -27,6 +27,8 @@ import Testing
       let script = "FAULT_STATE_DIR='\(dir)' FAULT_BAD_HANDSHAKE_ON_START=\(7 + i) exec '\(Binaries.faultPlugin)'"
       let extra = #","restart":{"policy":"\#(policy)","initial_delay_ms":10,"max_delay_ms":100,"max_restarts":100000,"window_s":1}"#
         + #","health":{"interval_ms":200,"timeout_ms":300,"failures":2},"start_timeout_ms":5000,"stop_timeout_ms":500"#
+        // Half on the negotiated jank-frame, half forced onto gRPC: both transports take the faults.
+        + (i % 2 == 0 ? "" : #","transport":"grpc""#)
       registered.append(try workspace.addPlugin("chaos\(i)", script: script, extra: extra))
     }
     let ids = registered

@@ -128,8 +128,8 @@ import Testing
     socket = try await RawSocket.connect(plugin.socketPath)
     await socket.send(Self.health(id: 3).bytes + [0x00, 0x00, 0x00, 0x0C, 0x99, 1, 2, 3, 4, 5, 6, 7, 8, 0xAB, 0xCD, 0xEF])
     answer = try await socket.frames(2)
-    #expect(answer.frames.first?.type == .healthCheckResult)
-    #expect(answer.frames.dropFirst().allSatisfy { $0.type == .error })
+    // Answers come in any order: the health check's and an invalid error for the garbage.
+    #expect(Set(answer.frames.map(\.type)) == [.healthCheckResult, .error])
     socket.shutdownWrite()
     #expect(await socket.read().closed)
 
@@ -160,6 +160,10 @@ import Testing
         bytes = Self.execute(id: UInt64(round), method: "echo", args: ["n": .number(Double(round))]).bytes
         for _ in 0..<3 { bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random) }
       }
+      // A well-formed shutdown request would end the plugin, which is its right: leave those out.
+      var check = ByteBuffer(bytes: bytes)
+      var decoder = FrameDecoder()
+      if let frames = try? decoder.nextFrames(from: &check), frames.contains(where: { $0.type == .shutdown }) { continue }
       await socket.send(bytes)
       socket.shutdownWrite()
       let result = await socket.read(quiet: .seconds(5))
@@ -172,6 +176,17 @@ import Testing
     #expect(plugin.isAlive)
     let fresh = try await RawSocket.connect(plugin.socketPath)
     #expect(try await Self.stillServes(fresh))
+  }
+}
+
+extension FrameDecoder {
+  /// Every whole frame in `buffer`.
+  mutating func nextFrames(from buffer: inout ByteBuffer) throws -> [Frame] {
+    var frames: [Frame] = []
+    while let next = try next(from: &buffer) {
+      if case .frame(let frame) = next { frames.append(frame) }
+    }
+    return frames
   }
 }
 
