@@ -59,7 +59,7 @@ final class FramePluginConnection: PluginConnection {
     var request = Plugin_ExecuteRequest()
     request.method = method
     request.args = AnyMap.pack(args)
-    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    let id = newID()
     let timeoutMs = UInt32(clamping: max(timeout.nanosecondsClamped / 1_000_000, 1))
     let frame = try Frame.execute(id: id, timeoutMs: timeoutMs, request: request)
     guard frame.payloadLength <= maxPayloadLength else {
@@ -81,7 +81,7 @@ final class FramePluginConnection: PluginConnection {
   }
 
   func healthCheck(timeout: Duration) async -> Bool {
-    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    let id = newID()
     guard let frame = try? Frame.message(.healthCheck, id: id, Plugin_HealthCheckRequest()),
       let answer = try? await call(frame, timeout: timeout), answer.type == .healthCheckResult,
       let response = try? answer.message(as: Plugin_HealthCheckResponse.self)
@@ -89,14 +89,36 @@ final class FramePluginConnection: PluginConnection {
     return response.status == "healthy"
   }
 
+  /// Checks run on the connection's event loop, off its own timers (no task per check).
+  func watchHealth(policy: PluginManifest.HealthPolicy, onFailure: @escaping @Sendable (Int) -> Void) -> HealthWatch {
+    let loop = channel.eventLoop
+    let timeout = Duration.milliseconds(policy.timeoutMs)
+    return EventLoopHealthWatch(
+      eventLoop: loop, policy: policy,
+      check: { [self] healthy in
+        // An empty payload is an encoded plugin.HealthCheckRequest.
+        let request = Frame(type: .healthCheck, id: newID())
+        let answer = loop.makePromise(of: Frame.self)
+        calls.send(request, promise: answer, timeout: timeout)
+        answer.futureResult.whenComplete { result in
+          let response = try? result.get().message(as: Plugin_HealthCheckResponse.self)
+          healthy.succeed((try? result.get().type) == .healthCheckResult && response?.status == "healthy")
+        }
+      },
+      onFailure: onFailure
+    ).start()
+  }
+
   func shutdown(timeout: Duration) async {
-    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    let id = newID()
     _ = try? await call(Frame(type: .shutdown, id: id), timeout: timeout)
   }
 
   func close() {
     channel.close(promise: nil)
   }
+
+  private func newID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
   /// Sends a request and waits for its answer. Timeout and task cancellation both fail the
   /// call at once and send the plugin a cancel frame.

@@ -16,6 +16,9 @@ protocol PluginConnection: Sendable {
   func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue]
   /// `true` when the plugin answers "healthy" in time.
   func healthCheck(timeout: Duration) async -> Bool
+  /// Periodic health checks until cancelled, or until `failures` misses in a row (then
+  /// `onFailure` gets the count). See HealthWatch.swift for the default.
+  func watchHealth(policy: PluginManifest.HealthPolicy, onFailure: @escaping @Sendable (Int) -> Void) -> HealthWatch
   /// Asks the plugin to exit; returns once it acknowledged or gave up within `timeout`.
   func shutdown(timeout: Duration) async
   func close()

@@ -37,7 +37,7 @@ actor PluginRunner {
   private var planner: RestartPlanner
   private var nextRestartAt: Date?
   private var restartTimer: Task<Void, Never>?
-  var healthTask: Task<Void, Never>?
+  var healthWatch: HealthWatch?
   /// Why the supervisor itself killed the current process (health checks), if it did.
   private var killReason: LastExit.Reason?
   /// Delivered `true` when a starting or restarting plugin becomes ready, `false` when it
@@ -185,10 +185,9 @@ actor PluginRunner {
       let exit = await ProcessReaper.shared.waitForExit(pid: pid)
       await self?.processExited(generation: generation, status: exit)
     }
-    healthTask?.cancel()
-    healthTask = Task { [weak self, health = manifest.health, connection = launched.connection] in
-      guard let misses = await Self.watchHealth(connection, policy: health) else { return }
-      await self?.healthFailed(generation: generation, misses: misses)
+    healthWatch?.cancel()
+    healthWatch = launched.connection.watchHealth(policy: manifest.health) { [weak self] misses in
+      Task { await self?.healthFailed(generation: generation, misses: misses) }
     }
   }
 
@@ -222,8 +221,8 @@ actor PluginRunner {
     running.connection.close()
     kill(-running.pid, SIGKILL)  // leftovers of its process group
     current = nil
-    healthTask?.cancel()
-    healthTask = nil
+    healthWatch?.cancel()
+    healthWatch = nil
     removeSocketDirectory()
     lastExit = LastExit(reason: exit)
     if let killReason {
@@ -269,18 +268,6 @@ actor PluginRunner {
 
   /// Checks health every `interval_ms`; returns the number of misses once `failures` checks
   /// in a row went unanswered or unhealthy, or nil when cancelled.
-  private static func watchHealth(_ connection: any PluginConnection, policy: PluginManifest.HealthPolicy) async -> Int? {
-    var misses = 0
-    while !Task.isCancelled {
-      try? await Task.sleep(for: .milliseconds(policy.intervalMs))
-      if Task.isCancelled { return nil }
-      let healthy = await connection.healthCheck(timeout: .milliseconds(policy.timeoutMs))
-      misses = healthy ? 0 : misses + 1
-      if misses >= policy.failures { return misses }
-    }
-    return nil
-  }
-
   /// A plugin that stopped answering is killed and handled as a crash (`health-failed`).
   private func healthFailed(generation: Int, misses: Int) {
     guard !stopping, let running = current, running.generation == generation else { return }
@@ -346,8 +333,8 @@ actor PluginRunner {
   func stopProcess() async {
     guard let running = current, !stopping else { return }
     stopping = true
-    healthTask?.cancel()
-    healthTask = nil
+    healthWatch?.cancel()
+    healthWatch = nil
     defer { stopping = false }
     let exit = await terminate(running)
     current = nil
