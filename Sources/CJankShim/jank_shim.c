@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -145,4 +146,8 @@ int jank_epoll_wait_pids(int epoll_fd, pid_t *pids, int max) {
 
 int jank_pipe_cloexec(int fds[2]) {
   return pipe2(fds, O_CLOEXEC);
+}
+
+int jank_accept_cloexec(int fd) {
+  return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 }

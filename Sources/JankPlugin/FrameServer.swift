@@ -18,38 +18,37 @@ struct FrameServer<P: Plugin>: Sendable {
 
   typealias Connection = NIOAsyncChannel<InboundFrame, Frame>
 
-  func bind(path: String) async throws -> NIOAsyncChannel<Connection, Never> {
+  /// Serves every connection the listener accepts, until it is closed.
+  func run(_ listener: FrameListener) async {
     let maxPayloadLength = maxPayloadLength
-    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .bind(unixDomainSocketPath: path) { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadLength: maxPayloadLength)))
-          try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-          return try Connection(wrappingChannelSynchronously: channel)
-        }
-      }
-  }
-
-  /// Accepts connections until the listener is closed.
-  func run(_ listener: NIOAsyncChannel<Connection, Never>) async {
-    do {
-      try await listener.executeThenClose { connections in
-        try await withThrowingDiscardingTaskGroup { group in
-          for try await connection in connections {
-            group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.eventLoop)) {
-              await serve(connection)
+    await withDiscardingTaskGroup { group in
+      for await fd in listener.connections() {
+        let connection: Connection
+        do {
+          connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
+            channel.eventLoop.makeCompletedFuture {
+              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadLength: maxPayloadLength)))
+              try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+              return try Connection(wrappingChannelSynchronously: channel)
             }
           }
+        } catch {
+          close(fd)
+          logger.warning("jank-frame connection could not be set up", metadata: ["error": "\(error)"])
+          continue
+        }
+        // The connection's frames are read, and its calls run, on its event loop.
+        group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.eventLoop)) {
+          await serve(connection, fd: fd)
         }
       }
-    } catch {
-      logger.debug("jank-frame listener ended", metadata: ["error": "\(error)"])
     }
   }
 
-  private func serve(_ connection: Connection) async {
+  private func serve(_ connection: Connection, fd: CInt) async {
     let channel = connection.channel
     let calls = CallsInFlight()
+    let spin = AdaptiveSpin.fromEnvironment().map { ConnectionSpin(fd: fd, spin: $0, eventLoop: channel.eventLoop) }
     do {
       try await connection.executeThenClose { inbound, _ in
         try await withThrowingDiscardingTaskGroup { group in
@@ -60,10 +59,11 @@ struct FrameServer<P: Plugin>: Sendable {
               let error = FrameErrorPayload(code: .tooLarge, message: "the \(type) frame's payload is \(length) bytes, over this plugin's maximum of \(maxPayloadLength)")
               channel.writeAndFlush(error.frame(id: id), promise: nil)
             case .frame(let frame):
+              spin?.requestArrived()
               switch frame.type {
               case .execute, .healthCheck:
                 // A child task on this loop's executor: no thread hop, and it can be cancelled.
-                group.addTask { await answer(frame, calls: calls, channel: channel) }
+                group.addTask { await answer(frame, calls: calls, channel: channel, spin: spin) }
               case .cancel:
                 calls.cancel(frame.id)
               case .shutdown:
@@ -85,7 +85,7 @@ struct FrameServer<P: Plugin>: Sendable {
     }
   }
 
-  private func answer(_ frame: Frame, calls: CallsInFlight, channel: any Channel) async {
+  private func answer(_ frame: Frame, calls: CallsInFlight, channel: any Channel, spin: ConnectionSpin?) async {
     let reply: Frame
     if shutdown.isFired {
       reply = FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down and did not start this call").frame(id: frame.id)
@@ -97,6 +97,7 @@ struct FrameServer<P: Plugin>: Sendable {
       reply = await execute(frame, calls: calls, eventLoop: channel.eventLoop)
     }
     channel.writeAndFlush(reply, promise: nil)
+    if calls.isEmpty { spin?.answered() }
   }
 
   private func healthCheck(id: UInt64) async -> Frame {
@@ -167,6 +168,8 @@ final class CallsInFlight: @unchecked Sendable {
     }
   }
 
+  var isEmpty: Bool { lock.withLock { tasks.isEmpty } }
+
   func end(_ id: UInt64) {
     lock.withLock { _ = tasks.removeValue(forKey: id) }
   }
@@ -179,6 +182,30 @@ final class CallsInFlight: @unchecked Sendable {
     lock.withLock {
       for task in tasks.values { task.cancel() }
     }
+  }
+}
+
+/// Spinning on one connection: after the last answer in flight, poll for the host's next
+/// request for a moment when requests have been following answers closely. Used only on
+/// the connection's event loop.
+final class ConnectionSpin: Sendable {
+  private let fd: CInt
+  private let state: NIOLoopBoundBox<(spin: AdaptiveSpin, answeredAt: UInt64)>
+
+  init(fd: CInt, spin: AdaptiveSpin, eventLoop: any EventLoop) {
+    self.fd = fd
+    state = NIOLoopBoundBox((spin, 0), eventLoop: eventLoop)
+  }
+
+  func requestArrived() {
+    guard state.value.answeredAt != 0 else { return }
+    state.value.spin.record(waitNanoseconds: AdaptiveSpin.now() &- state.value.answeredAt)
+    state.value.answeredAt = 0
+  }
+
+  func answered() {
+    state.value.answeredAt = AdaptiveSpin.now()
+    if state.value.spin.isWorthIt { _ = state.value.spin.spin(untilReadable: fd) }
   }
 }
 

@@ -51,9 +51,9 @@ private let drainTimeout = Duration.seconds(3)
 
 private func serveFrames<P: Plugin>(_ plugin: P, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
   let server = FrameServer(plugin: plugin, shutdown: shutdown, logger: logger)
-  let listener: NIOAsyncChannel<FrameServer<P>.Connection, Never>
+  let listener: FrameListener
   do {
-    listener = try await server.bind(path: socketPath)
+    listener = try FrameListener.bind(path: socketPath)
   } catch {
     logger.error("plugin could not listen", metadata: ["socket": "\(socketPath)", "error": "\(error)"])
     return
@@ -62,7 +62,7 @@ private func serveFrames<P: Plugin>(_ plugin: P, socketPath: String, shutdown: S
   logger.info("plugin serving", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())", "protocol": "\(Frame.protocolName)"])
   let accepting = Task { await server.run(listener) }
   await shutdown.wait()
-  listener.channel.close(promise: nil)
+  listener.close()
   let deadline = ContinuousClock.now + drainTimeout
   while server.inFlight.value > 0, ContinuousClock.now < deadline {
     try? await Task.sleep(for: .milliseconds(5))

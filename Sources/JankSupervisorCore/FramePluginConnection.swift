@@ -4,6 +4,7 @@ import JankJSON
 import JankProtocol
 import NIOCore
 import NIOPosix
+import Glibc
 import Synchronization
 
 /// jank-frame (docs/jank-frame.md) to a Jank SDK plugin that accepted the offer: the same
@@ -24,7 +25,15 @@ final class FramePluginConnection: PluginConnection {
     guard handshake.network == "unix" else {
       throw ControlError(.unavailable, "jank-frame runs over a Unix socket; the plugin offered \(handshake.network) \(handshake.address)")
     }
-    let calls = FrameCallHandler()
+    // The socket is made here rather than by NIO so that its descriptor is known: the
+    // call handler polls it briefly for an answer that is microseconds away (AdaptiveSpin).
+    let fd: CInt
+    do {
+      fd = try connectUnixSocket(path: handshake.address)
+    } catch {
+      throw ControlError(.unavailable, "could not connect to the plugin's jank-frame socket \(handshake.address): \(error)")
+    }
+    let calls = FrameCallHandler(fd: fd, spin: AdaptiveSpin.fromEnvironment())
     let channel: any Channel
     do {
       channel = try await ClientBootstrap(group: group)
@@ -35,9 +44,10 @@ final class FramePluginConnection: PluginConnection {
             try channel.pipeline.syncOperations.addHandler(calls)
           }
         }
-        .connect(unixDomainSocketPath: handshake.address).get()
+        .withConnectedSocket(fd).get()
     } catch {
-      throw ControlError(.unavailable, "could not connect to the plugin's jank-frame socket \(handshake.address): \(error)")
+      Glibc.close(fd)
+      throw ControlError(.unavailable, "could not use the plugin's jank-frame socket \(handshake.address): \(error)")
     }
     let connection = FramePluginConnection(channel: channel, calls: calls, maxPayloadLength: maxPayloadLength)
     // A plugin is never ready without a healthy answer, even when the handshake used up the start timeout.
@@ -161,12 +171,21 @@ final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
   typealias InboundIn = InboundFrame
   typealias OutboundOut = Frame
 
+  /// `fd` is the connection's socket (owned by its channel), polled while spinning.
+  init(fd: CInt, spin: AdaptiveSpin?) {
+    self.fd = fd
+    self.spin = spin
+  }
+
   private struct Pending {
     var promise: EventLoopPromise<Frame>
     var deadline: Scheduled<Void>?
     var type: FrameType
+    var sentAt: UInt64
   }
 
+  private let fd: CInt
+  private var spin: AdaptiveSpin?
   private var context: ChannelHandlerContext?
   private var pending: [UInt64: Pending] = [:]
   private var closedReason: String?
@@ -191,7 +210,7 @@ final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
     let deadline = context.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanosecondsClamped)) { [self] in
       abandon(id: id, because: ControlError(.timeout, "the plugin did not answer within \(timeout.readable); raise timeout_ms or make the method faster"))
     }
-    pending[id] = Pending(promise: promise, deadline: deadline, type: frame.type)
+    pending[id] = Pending(promise: promise, deadline: deadline, type: frame.type, sentAt: AdaptiveSpin.now())
     let written = context.eventLoop.makePromise(of: Void.self)
     written.futureResult.whenFailure { [self] error in
       guard let call = pending.removeValue(forKey: id) else { return }
@@ -199,6 +218,10 @@ final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
       call.promise.fail(UndeliveredCall(error: ControlError(.unavailable, "the call could not be written to the plugin: \(error)")))
     }
     context.writeAndFlush(wrapOutboundOut(frame), promise: written)
+    // The only call in flight and answers have been quick: wait for this one on the CPU.
+    if pending.count == 1, let spin, spin.isWorthIt {
+      _ = spin.spin(untilReadable: fd)
+    }
   }
 
   /// Fails a call that is still waiting and tells the plugin to stop working on it.
@@ -217,6 +240,7 @@ final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
       // An answer to a call that already timed out or was cancelled is dropped.
       guard let call = pending.removeValue(forKey: frame.id) else { return }
       call.deadline?.cancel()
+      spin?.record(waitNanoseconds: AdaptiveSpin.now() &- call.sentAt)
       call.promise.succeed(frame)
     case .tooLarge(_, let id, let length):
       guard let call = pending.removeValue(forKey: id) else { return }
@@ -255,4 +279,28 @@ extension Duration {
     guard seconds < Int64.max / 1_000_000_000 - 1 else { return .max }
     return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
   }
+}
+
+/// A connected, close-on-exec Unix stream socket. A Unix-socket connect completes at once
+/// (or fails at once), so calling it from async code blocks nothing.
+private func connectUnixSocket(path: String) throws -> CInt {
+  let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+  guard fd >= 0 else { throw ControlError(.unavailable, "socket() failed: errno \(errno)") }
+  var address = sockaddr_un()
+  address.sun_family = sa_family_t(AF_UNIX)
+  let bytes = Array(path.utf8)
+  guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+    close(fd)
+    throw ControlError(.unavailable, "the socket path is longer than 107 bytes")
+  }
+  withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes + [0]) }
+  let rc = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+  }
+  guard rc == 0 else {
+    let code = errno
+    close(fd)
+    throw ControlError(.unavailable, String(cString: strerror(code)))
+  }
+  return fd
 }

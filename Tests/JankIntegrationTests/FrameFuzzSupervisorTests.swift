@@ -78,12 +78,12 @@ import Testing
     }
   }
 
-  /// Runs one call with a 1 s deadline; fails the test if it takes much longer.
+  /// Runs one call with a 300 ms deadline; fails the test if it takes much longer.
   static func call(_ connection: FramePluginConnection, args: [String: JSONValue] = ["a": 1]) async -> Result<[String: JSONValue], any Error> {
     let begin = ContinuousClock.now
     let result: Result<[String: JSONValue], any Error>
     do {
-      result = .success(try await connection.execute(method: "m", args: args, timeout: .seconds(1)))
+      result = .success(try await connection.execute(method: "m", args: args, timeout: .milliseconds(300)))
     } catch {
       result = .failure(error)
     }

@@ -42,6 +42,9 @@ int jank_pidfd_open(pid_t pid);
 // pipe2(fds, O_CLOEXEC): pipe2 needs _GNU_SOURCE, hidden from Swift's Glibc.
 int jank_pipe_cloexec(int fds[2]);
 
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC): a connection that no child process inherits.
+int jank_accept_cloexec(int fd);
+
 // An epoll set of pidfds, keyed by pid (epoll_event is packed and awkward from Swift).
 int jank_epoll_create(void);
 int jank_epoll_watch_pidfd(int epoll_fd, int pidfd, pid_t pid);

@@ -1,0 +1,51 @@
+import Glibc
+
+/// Busy-polls a socket for a short while instead of letting its event loop sleep, when the
+/// next frame is expected within microseconds.
+///
+/// Why: on this kind of machine (a 2-vCPU VM) a sleeping peer is woken by an inter-processor
+/// interrupt that exits to the hypervisor; that costs the writer ~15–20 µs of kernel time and
+/// the sleeper as much again, which is most of a jank-frame round trip (BENCHMARKS.md). A
+/// thread that polls instead of sleeping needs no wake-up. The spin is adaptive, so only
+/// back-to-back traffic pays for it: it is tried only while recent answers came back within
+/// twice the budget, and it never lasts longer than the budget.
+public struct AdaptiveSpin: Sendable {
+  /// The longest one spin lasts.
+  public var budgetNanoseconds: UInt64
+  /// The last observed wait (send to answer, or answer to next request), in nanoseconds.
+  private var lastWait: UInt64 = 0
+
+  public init(budgetMicroseconds: UInt64 = 50) {
+    budgetNanoseconds = budgetMicroseconds * 1000
+  }
+
+  /// Spinning is disabled when the environment says `JANK_FRAME_SPIN_US=0`.
+  public static func fromEnvironment() -> AdaptiveSpin? {
+    guard let raw = getenv("JANK_FRAME_SPIN_US") else { return AdaptiveSpin() }
+    guard let micros = UInt64(String(cString: raw)), micros > 0 else { return nil }
+    return AdaptiveSpin(budgetMicroseconds: micros)
+  }
+
+  /// Whether waiting for the next frame is likely short enough to spin for.
+  public var isWorthIt: Bool { lastWait < 2 * budgetNanoseconds }
+
+  public mutating func record(waitNanoseconds: UInt64) { lastWait = waitNanoseconds }
+
+  /// Polls `fd` for readability without blocking until it is readable or the budget is
+  /// spent; returns whether it became readable. The event loop then finds it ready.
+  public func spin(untilReadable fd: CInt) -> Bool {
+    var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    let end = Self.now() &+ budgetNanoseconds
+    repeat {
+      if poll(&pfd, 1, 0) > 0 { return true }
+    } while Self.now() < end
+    return false
+  }
+
+  /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
+  public static func now() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+  }
+}

@@ -1,0 +1,64 @@
+import CJankShim
+import Foundation
+import Glibc
+
+/// The plugin's jank-frame listening socket. Connections are accepted here, on a thread of
+/// its own, rather than by NIO, so that each connection's descriptor is known: the frame
+/// server polls it for a moment after answering when the host's next request is microseconds
+/// away (`AdaptiveSpin`). A plugin has one or two connections, so one blocked thread is cheap.
+final class FrameListener: Sendable {
+  let fd: CInt
+
+  private init(fd: CInt) { self.fd = fd }
+
+  static func bind(path: String) throws -> FrameListener {
+    let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw ListenError("socket() failed: \(String(cString: strerror(errno)))") }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+      Glibc.close(fd)
+      throw ListenError("socket path '\(path)' is longer than 107 bytes")
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes + [0]) }
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard bound == 0, listen(fd, 16) == 0 else {
+      let problem = String(cString: strerror(errno))
+      Glibc.close(fd)
+      throw ListenError("could not listen on '\(path)': \(problem)")
+    }
+    return FrameListener(fd: fd)
+  }
+
+  /// Accepted connection descriptors, until `close()`.
+  func connections() -> AsyncStream<CInt> {
+    let (stream, continuation) = AsyncStream.makeStream(of: CInt.self)
+    let fd = fd
+    Thread.detachNewThread {
+      while true {
+        let connection = jank_accept_cloexec(fd)
+        if connection >= 0 {
+          continuation.yield(connection)
+        } else if errno != EINTR && errno != ECONNABORTED {
+          break  // the listener was shut down
+        }
+      }
+      Glibc.close(fd)
+      continuation.finish()
+    }
+    return stream
+  }
+
+  /// Stops accepting: the accept thread sees the shutdown and ends the stream.
+  func close() {
+    shutdown(fd, CInt(SHUT_RDWR))
+  }
+}
+
+struct ListenError: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
+}
