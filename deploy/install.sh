@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "deploy/install.sh: run as root" >&2; exit 1; }
 scripts/install-deps.sh
-swift build -c release --product jank-supervisor
-swift build -c release --product jank-api
-swift build -c release --product jankctl
+swift build -c release --static-swift-stdlib --product jank-supervisor
+swift build -c release --static-swift-stdlib --product jank-api
+swift build -c release --static-swift-stdlib --product jankctl
 install -m 0755 .build/release/jank-supervisor .build/release/jank-api .build/release/jankctl /usr/local/bin/
 # jank-api reads its OpenAPI document from the resource bundle beside the binary.
 rm -rf /usr/local/bin/jank_JankHTTP.resources

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 connections=${1:-50}
 seconds=${2:-10}
 scripts/install-deps.sh
-swift build -c release --product jank-supervisor
-swift build -c release --product jank-api
-swift build -c release --product hello-world
+swift build -c release --static-swift-stdlib --product jank-supervisor
+swift build -c release --static-swift-stdlib --product jank-api
+swift build -c release --static-swift-stdlib --product hello-world
 bin=.build/release
 work=$(mktemp -d /tmp/jank-bench.XXXXXX)
 trap 'kill $api $supervisor 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

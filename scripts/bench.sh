@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-swift build -c release --product jank-bench
-swift build -c release --product hello-world
+swift build -c release --static-swift-stdlib --product jank-bench
+swift build -c release --static-swift-stdlib --product hello-world
 (cd plugins/hello-world-go && sh build.sh)
 work=$(mktemp -d /tmp/jank-bench-go.XXXXXX)
 trap 'rm -rf "$work"' EXIT

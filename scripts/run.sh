@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-swift build -c release
+swift build -c release --static-swift-stdlib
 socket="$PWD/.jank/supervisor.sock"
 cat <<MSG
 Jank starting: supervisor (control socket $socket) and jank-api on http://127.0.0.1:8080

@@ -8,8 +8,11 @@ import NIOPosix
 /// Serves a plugin over jank-frame (docs/jank-frame.md) on a Unix socket: the fast path a
 /// Jank host negotiates. Each connection's frames are read, and its calls run, on that
 /// connection's event loop; calls are multiplexed by id and may finish in any order.
-struct FrameServer<P: Plugin>: Sendable {
-  let plugin: P
+///
+/// Not generic over the plugin type: the SDK is a separate module from the plugin, so generic
+/// code here would run unspecialized, looking up type metadata on every call.
+struct FrameServer: Sendable {
+  let plugin: any Plugin
   let shutdown: ShutdownSignal
   let logger: Logger
   var maxPayloadLength = Frame.defaultMaxPayloadLength

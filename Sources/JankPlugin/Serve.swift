@@ -49,7 +49,7 @@ public func serve<P: Plugin>(_ plugin: P, logLevel: Logger.Level = .info) async 
 /// process alive.
 private let drainTimeout = Duration.seconds(3)
 
-private func serveFrames<P: Plugin>(_ plugin: P, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
+private func serveFrames(_ plugin: any Plugin, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
   let server = FrameServer(plugin: plugin, shutdown: shutdown, logger: logger)
   let listener: FrameListener
   do {

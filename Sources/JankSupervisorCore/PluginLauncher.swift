@@ -42,7 +42,8 @@ struct PluginLauncher: PluginLaunching {
   static func environment(for manifest: PluginManifest, socketDirectory: String) -> [String: String] {
     let inherited = ProcessInfo.processInfo.environment
     var env: [String: String] = [:]
-    for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"] {
+    // JANK_FRAME_SPIN_US=0 turns the jank-frame busy-poll off in plugins too (docs/jank-frame.md).
+    for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "JANK_FRAME_SPIN_US"] {
       if let value = inherited[key] { env[key] = value }
     }
     env["PATH"] = env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"

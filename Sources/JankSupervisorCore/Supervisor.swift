@@ -205,10 +205,12 @@ public actor Supervisor {
     return runner
   }
 
-  public func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {
+  /// Not isolated: after finding the runner, the call and its metrics need nothing of the
+  /// supervisor's state, so they do not queue behind (or come back to) the supervisor actor.
+  public nonisolated func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {
     guard !method.isEmpty else { throw ControlError(.invalid, "method must not be empty") }
     if let timeoutMs, timeoutMs <= 0 { throw ControlError(.invalid, "timeout_ms must be a positive number of milliseconds") }
-    let runner = try runner(id)
+    let runner = try await self.runner(id)
     let begin = ContinuousClock.now
     do {
       let data = try await runner.execute(method: method, args: args, timeoutMs: timeoutMs)

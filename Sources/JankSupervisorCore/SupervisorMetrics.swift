@@ -1,4 +1,5 @@
 import Metrics
+import Synchronization
 import Prometheus
 import JankControl
 
@@ -8,6 +9,14 @@ import JankControl
 public final class SupervisorMetrics: Sendable {
   private let registry = PrometheusCollectorRegistry()
   private let factory: PrometheusMetricsFactory
+  /// Handles made once per plugin (and outcome): making one looks it up in the registry
+  /// under a lock and validates its name, which is most of what recording costs.
+  private let executeHandles = Mutex<[String: ExecuteHandles]>([:])
+
+  private struct ExecuteHandles: @unchecked Sendable {
+    var duration: Metrics.Timer
+    var outcomes: [String: Metrics.Counter] = [:]
+  }
 
   public init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -21,9 +30,19 @@ public final class SupervisorMetrics: Sendable {
 
   /// One finished `plugin.execute`: `outcome` is `ok` or the error kind.
   func executed(pluginID: String, outcome: String, duration: Duration) {
-    Counter(label: "jank_plugin_executes_total", dimensions: [("plugin_id", pluginID), ("outcome", outcome)], factory: factory).increment()
-    Metrics.Timer(label: "jank_plugin_execute_duration_seconds", dimensions: [("plugin_id", pluginID)], factory: factory)
-      .recordNanoseconds(Int64(duration.seconds * 1e9))
+    let (counter, timer) = executeHandles.withLock { handles in
+      var entry = handles[pluginID] ?? ExecuteHandles(
+        duration: Metrics.Timer(label: "jank_plugin_execute_duration_seconds", dimensions: [("plugin_id", pluginID)], factory: factory))
+      let counter = entry.outcomes[outcome] ?? Metrics.Counter(
+        label: "jank_plugin_executes_total", dimensions: [("plugin_id", pluginID), ("outcome", outcome)], factory: factory)
+      if entry.outcomes[outcome] == nil {
+        entry.outcomes[outcome] = counter
+        handles[pluginID] = entry
+      }
+      return (counter, entry.duration)
+    }
+    counter.increment()
+    timer.recordNanoseconds(Int64(duration.seconds * 1e9))
   }
 
   func restarted(pluginID: String) {

@@ -52,19 +52,31 @@ struct JankBench: AsyncParsableCommand {
     let goPair = goHost.flatMap { host in goPlugin.map { (host, $0) } }
     // Supervisor -> Swift plugin: what every plugin.execute pays inside the supervisor.
     for concurrency in [1, 8, 64] {
-      var swift: [(String, Stats)] = []
-      for (transport, id) in transports {
-        let stats = try await Measure.calls(calls, concurrency: concurrency, on: loopExecutor) {
-          _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+      // Sequential figures are the headline: interleave three rounds of each and keep each
+      // side's median round, so that a burst of noise on the machine favours neither.
+      let rounds = concurrency == 1 ? 3 : 1
+      var swift: [[Stats]] = Array(repeating: [], count: transports.count)
+      var go: [Stats] = []
+      for _ in 0..<rounds {
+        for (index, (_, id)) in transports.enumerated() {
+          swift[index].append(try await Measure.calls(calls, concurrency: concurrency, on: loopExecutor) {
+            _ = try await supervisor.execute(id: id, method: "greet", args: args, timeoutMs: nil)
+          })
         }
-        swift.append((transport, stats))
-        print(Row("supervisor -> Swift plugin (\(transport)), \(concurrency) in flight", stats))
+        if let (host, plugin) = goPair {
+          go.append(try GoPair.run(host: host, plugin: plugin, calls: calls, concurrency: concurrency, spawns: 0).stats)
+        }
       }
-      if let (host, plugin) = goPair {
-        let go = try GoPair.run(host: host, plugin: plugin, calls: calls, concurrency: concurrency, spawns: 0).stats
-        print(Row("go-plugin Go host -> Go plugin (gRPC), \(concurrency) in flight", go))
-        let ratios = swift.map { "\($0.0)/Go \(String(format: "%.2f", $0.1.callsPerSecond / go.callsPerSecond))" }
-        print("  ratio calls/s: " + ratios.joined(separator: ", ") + ", jank-frame/gRPC \(String(format: "%.2f", swift[0].1.callsPerSecond / swift[1].1.callsPerSecond))")
+      let suffix = rounds > 1 ? ", median of \(rounds) rounds" : ""
+      let medians = swift.map(Stats.medianRound)
+      for ((transport, _), stats) in zip(transports, medians) {
+        print(Row("supervisor -> Swift plugin (\(transport)), \(concurrency) in flight" + suffix, stats))
+      }
+      if !go.isEmpty {
+        let goMedian = Stats.medianRound(go)
+        print(Row("go-plugin Go host -> Go plugin (gRPC), \(concurrency) in flight" + suffix, goMedian))
+        let ratios = zip(transports, medians).map { "\($0.0)/Go \(String(format: "%.2f", $1.callsPerSecond / goMedian.callsPerSecond))" }
+        print("  ratio calls/s: " + ratios.joined(separator: ", ") + ", jank-frame/gRPC \(String(format: "%.2f", medians[0].callsPerSecond / medians[1].callsPerSecond))")
       }
     }
     for (transport, id) in transports {

@@ -17,6 +17,11 @@ struct Stats {
   var p50Microseconds: Double
   var p99Microseconds: Double
   var callsPerSecond: Double { Double(calls) / seconds }
+
+  /// The round with the median calls/s.
+  static func medianRound(_ rounds: [Stats]) -> Stats {
+    rounds.sorted { $0.callsPerSecond < $1.callsPerSecond }[rounds.count / 2]
+  }
 }
 
 enum Measure {
