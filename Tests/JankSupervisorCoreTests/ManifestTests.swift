@@ -40,7 +40,7 @@ import Testing
   @Test func everyProblemIsReportedNotJustTheFirst() {
     let text = """
       {"id":"Not An Id","name":42,"type":"widget","binary":"../../bin/sh","start_timeout_ms":"soon",
-       "restart":{"policy":"sometimes","max_restarts":-1},"auto_start":"yes"}
+       "restart":{"policy":"sometimes","max_restarts":-1},"auto_start":"yes","transport":"carrier-pigeon"}
       """
     do {
       _ = try PluginManifest.parse(Data(text.utf8))
@@ -56,7 +56,8 @@ import Testing
       #expect(problems.contains { $0.contains("restart.policy 'sometimes'") })
       #expect(problems.contains { $0.contains("restart.max_restarts") })
       #expect(problems.contains { $0.contains("auto_start must be true or false") })
-      #expect(problems.count == 9)
+      #expect(problems.contains { $0.contains("transport 'carrier-pigeon' is not one of auto, grpc") })
+      #expect(problems.count == 10)
     }
   }
 
@@ -87,6 +88,15 @@ import Testing
     #expect(try HandshakeLine.parse("1|1|unix|/tmp/p.sock|grpc|") == HandshakeLine(network: "unix", address: "/tmp/p.sock", protocol: "grpc"))
     #expect(try HandshakeLine.parse("1|1|unix|/tmp/p.sock|grpc").address == "/tmp/p.sock")
     #expect(try HandshakeLine.parse("1|1|tcp|127.0.0.1:1234|grpc||true").network == "tcp")
+  }
+
+  @Test func jankFrameIsAcceptedOnlyWhenOffered() throws {
+    let line = "1|1|unix|/tmp/p.sock|jank-frame|"
+    #expect(try HandshakeLine.parse(line, offered: PluginManifest.Transport.auto.offered).protocol == "jank-frame")
+    // gRPC is always accepted: a Go plugin ignores the offer.
+    #expect(try HandshakeLine.parse("1|1|unix|/tmp/p.sock|grpc|", offered: PluginManifest.Transport.auto.offered).protocol == "grpc")
+    #expect(throws: HandshakeError.self) { try HandshakeLine.parse(line, offered: PluginManifest.Transport.grpc.offered) }
+    #expect(throws: HandshakeError.self) { try HandshakeLine.parse(line) }
   }
 
   @Test(arguments: [
