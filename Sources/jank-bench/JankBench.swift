@@ -23,6 +23,8 @@ struct JankBench: AsyncParsableCommand {
   @Option(help: "The go-plugin host built from Tests/Fixtures/go-host.") var goHost: String?
   @Option(help: "Plugin counts for the scale figures, e.g. 100,500,1000 (none by default).") var scale: String?
   @Option(help: "Seconds of idle for the scale figures' CPU measurement.") var idleSeconds = 30
+  @Flag(help: "Only the scale figures, from a supervisor that did nothing else before (its RSS and CPU are the figures).")
+  var scaleOnly = false
 
   func run() async throws {
     let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
@@ -41,6 +43,14 @@ struct JankBench: AsyncParsableCommand {
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: logger)
     let serving = Task { await server.run() }
     defer { serving.cancel() }
+    if scaleOnly {
+      print("jank-bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 20) MiB RAM")
+      for count in (scale ?? "100,500,1000").split(separator: ",").compactMap({ Int($0) }) {
+        try await Scale.run(count: count, supervisor: supervisor, workspace: workspace, swiftBinary: swiftBinary, idleSeconds: idleSeconds)
+      }
+      await supervisor.stopAll()
+      return
+    }
     // The same Swift plugin binary twice: negotiated jank-frame (the default) and forced gRPC.
     let transports = [("jank-frame", "dev.bench.hello"), ("gRPC", "dev.bench.hello-grpc")]
     for (_, id) in transports { _ = try await supervisor.register(id: id) }
