@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): POST /api/plugin/execute against the Swift hello-world through
-# jank-api -> control socket -> supervisor -> gRPC -> plugin, with wrk (50 connections, 10 s
+# jank-api -> control socket -> supervisor -> jank-frame -> plugin, with wrk (50 connections, 10 s
 # by default). Prints req/s and latency percentiles. Usage: scripts/bench-http.sh [conns] [secs]
+# JANK_BENCH_BIN=<dir> runs binaries built elsewhere (e.g. with other compiler flags) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections=${1:-50}
 seconds=${2:-10}
 scripts/install-deps.sh
-swift build -c release --static-swift-stdlib --product jank-supervisor
-swift build -c release --static-swift-stdlib --product jank-api
-swift build -c release --static-swift-stdlib --product hello-world
-bin=.build/release
+bin=${JANK_BENCH_BIN:-.build/release}
+if [ -z "${JANK_BENCH_BIN:-}" ]; then
+  swift build -c release --static-swift-stdlib --product jank-supervisor
+  swift build -c release --static-swift-stdlib --product jank-api
+  swift build -c release --static-swift-stdlib --product hello-world
+fi
 work=$(mktemp -d /tmp/jank-bench.XXXXXX)
 trap 'kill $api $supervisor 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 # A copy of plugins/hello-world with the binary just built; it is auto_start.

@@ -65,7 +65,7 @@ final class FramePluginConnection: PluginConnection {
     self.maxPayloadLength = maxPayloadLength
   }
 
-  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
+  nonisolated(nonsending) func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
     var request = Plugin_ExecuteRequest()
     request.method = method
     request.args = AnyMap.pack(args)
@@ -132,7 +132,7 @@ final class FramePluginConnection: PluginConnection {
 
   /// Sends a request and waits for its answer. Timeout and task cancellation both fail the
   /// call at once and send the plugin a cancel frame.
-  private func call(_ frame: Frame, timeout: Duration) async throws -> Frame {
+  private nonisolated(nonsending) func call(_ frame: Frame, timeout: Duration) async throws -> Frame {
     let loop = channel.eventLoop
     let promise = loop.makePromise(of: Frame.self)
     let calls = calls

@@ -13,7 +13,8 @@ protocol PluginConnection: Sendable {
   var transportName: String { get }
   /// Fails with a ControlError: `.pluginError` (the plugin's own error), `.timeout`, `.unavailable`;
   /// or with `UndeliveredCall` when the request provably never reached the plugin.
-  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue]
+  /// Runs on the caller's executor (`nonsending`): the runner actor does not hop off and back.
+  nonisolated(nonsending) func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue]
   /// `true` when the plugin answers "healthy" in time.
   func healthCheck(timeout: Duration) async -> Bool
   /// Periodic health checks until cancelled, or until `failures` misses in a row (then
@@ -104,7 +105,7 @@ final class GRPCPluginConnection: PluginConnection {
     }
   }
 
-  func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
+  nonisolated(nonsending) func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
     var request = Plugin_ExecuteRequest()
     request.method = method
     request.args = AnyMap.pack(args)

@@ -5,6 +5,7 @@ public import JankJSON
 public import Logging
 public import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Where the supervisor finds plugins and keeps its state.
 public struct SupervisorConfiguration: Sendable {
@@ -44,7 +45,12 @@ public actor Supervisor {
   private let launcher: any PluginLaunching
   /// Where each plugin's cgroup goes, found once at start.
   public let cgroups: CgroupHierarchy
-  private var runners: [String: PluginRunner] = [:]
+  private var runners: [String: PluginRunner] = [:] {
+    didSet { runnerIndex.withLock { $0 = runners } }
+  }
+  /// `runners` for the execute path, which needs nothing else of the supervisor's state and
+  /// so does not queue behind the supervisor actor (a copy-on-write share, not a copy).
+  private nonisolated let runnerIndex = Mutex<[String: PluginRunner]>([:])
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
   private var nextSocketIndex = 0
@@ -210,7 +216,8 @@ public actor Supervisor {
   public nonisolated func execute(id: String, method: String, args: [String: JSONValue], timeoutMs: Int?) async throws -> ExecuteResult {
     guard !method.isEmpty else { throw ControlError(.invalid, "method must not be empty") }
     if let timeoutMs, timeoutMs <= 0 { throw ControlError(.invalid, "timeout_ms must be a positive number of milliseconds") }
-    let runner = try await self.runner(id)
+    try Self.validate(id: id)
+    guard let runner = runnerIndex.withLock({ $0[id] }) else { throw Self.notRegistered(id) }
     let begin = ContinuousClock.now
     do {
       let data = try await runner.execute(method: method, args: args, timeoutMs: timeoutMs)
@@ -346,10 +353,12 @@ public actor Supervisor {
 
   private func runner(_ id: String) throws -> PluginRunner {
     try Self.validate(id: id)
-    guard let runner = runners[id] else {
-      throw ControlError(.notFound, "plugin \(id) is not registered; register it with `jankctl register \(id)` (see `jankctl list`)", details: ["id": .string(id)])
-    }
+    guard let runner = runners[id] else { throw Self.notRegistered(id) }
     return runner
+  }
+
+  private static func notRegistered(_ id: String) -> ControlError {
+    ControlError(.notFound, "plugin \(id) is not registered; register it with `jankctl register \(id)` (see `jankctl list`)", details: ["id": .string(id)])
   }
 
   /// Ids are checked before any use, so `../../etc` never reaches a path.

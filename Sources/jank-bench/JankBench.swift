@@ -23,6 +23,8 @@ struct JankBench: AsyncParsableCommand {
   @Option(help: "The go-plugin host built from Tests/Fixtures/go-host.") var goHost: String?
   @Option(help: "Plugin counts for the scale figures, e.g. 100,500,1000 (none by default).") var scale: String?
   @Option(help: "Seconds of idle for the scale figures' CPU measurement.") var idleSeconds = 30
+  @Option(help: "Where cgroup filesystems are mounted; a missing path runs plugins without cgroups, as the Go pair runs.")
+  var cgroupRoot = "/sys/fs/cgroup"
   @Flag(help: "Only the scale figures, from a supervisor that did nothing else before (its RSS and CPU are the figures).")
   var scaleOnly = false
 
@@ -39,6 +41,7 @@ struct JankBench: AsyncParsableCommand {
     let loopExecutor = EventLoopTaskExecutor(loops.next())
     var configuration = SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket)
     configuration.eventLoopGroup = loops
+    configuration.cgroupRoot = cgroupRoot
     let supervisor = Supervisor(configuration: configuration, logger: logger)
     let server = try await ControlServer.bind(path: workspace.socket, router: supervisor.makeRouter(), logger: logger)
     let serving = Task { await server.run() }
