@@ -104,13 +104,7 @@ struct FrameServer: Sendable {
   }
 
   private func healthCheck(id: UInt64) async -> Frame {
-    var response = Plugin_HealthCheckResponse()
-    do {
-      try await plugin.healthCheck()
-      response.status = "healthy"
-    } catch {
-      response.status = "unhealthy"
-    }
+    let response = await plugin.healthCheckResponse()
     return (try? Frame.message(.healthCheckResult, id: id, response))
       ?? FrameErrorPayload(code: .invalid, message: "could not encode the health answer").frame(id: id)
   }

@@ -1,4 +1,5 @@
 @_exported public import JankJSON
+import JankProtocol
 
 /// What a Jank plugin implements. Call ``serve(_:)`` with an instance from `main`.
 ///
@@ -20,6 +21,18 @@ public protocol Plugin: Sendable {
 
 extension Plugin {
   public func healthCheck() async throws {}
+
+  /// The answer both transports give: "healthy" unless `healthCheck` throws.
+  func healthCheckResponse() async -> Plugin_HealthCheckResponse {
+    var response = Plugin_HealthCheckResponse()
+    do {
+      try await healthCheck()
+      response.status = "healthy"
+    } catch {
+      response.status = "unhealthy"
+    }
+    return response
+  }
 }
 
 /// An error whose message is sent to the caller verbatim.

@@ -35,14 +35,7 @@ struct PluginServiceAdapter<P: Plugin>: Plugin_PluginService.SimpleServiceProtoc
   }
 
   func healthCheck(request: Plugin_HealthCheckRequest, context: ServerContext) async throws -> Plugin_HealthCheckResponse {
-    var response = Plugin_HealthCheckResponse()
-    do {
-      try await plugin.healthCheck()
-      response.status = "healthy"
-    } catch {
-      response.status = "unhealthy"
-    }
-    return response
+    await plugin.healthCheckResponse()
   }
 }
 
