@@ -58,21 +58,24 @@ let package = Package(
     // payloads on NIOCore and swift-protobuf; no Foundation.
     .target(
       name: "JankFrame",
-      dependencies: ["JankProtocol", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      dependencies: ["JankProtocol", "JankExecutors", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       swiftSettings: swiftSettings
     ),
 
     // The plugin SDK: implement `Plugin`, call `serve`.
     .target(
       name: "JankPlugin",
-      dependencies: ["JankProtocol", "JankFrame", "CJankShim", grpcCore, grpcTransport, nioCore, nioPosix, logging],
+      dependencies: ["JankProtocol", "JankFrame", "JankExecutors", "CJankShim", grpcCore, grpcTransport, nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
+
+    // A NIO event loop as a Swift task executor: tasks that prefer it run on the loop's thread.
+    .target(name: "JankExecutors", dependencies: [nioCore], swiftSettings: swiftSettings),
 
     // JSON-RPC 2.0 control channel over a Unix socket: types, server, client.
     .target(
       name: "JankControl",
-      dependencies: ["JankJSON", nioCore, nioPosix, logging],
+      dependencies: ["JankJSON", "JankExecutors", nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
 
@@ -122,7 +125,7 @@ let package = Package(
     // Benchmarks (not tests): scripts/bench.sh runs them beside a go-plugin Go pair.
     .executableTarget(
       name: "jank-bench",
-      dependencies: ["JankSupervisorCore", "JankFrame", "JankControl", "JankJSON", "CJankAllocCounter", argumentParser, logging, nioPosix],
+      dependencies: ["JankSupervisorCore", "JankExecutors", "JankControl", "JankJSON", "CJankAllocCounter", argumentParser, logging, nioPosix],
       swiftSettings: swiftSettings
     ),
 

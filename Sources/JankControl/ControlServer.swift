@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import JankExecutors
 import Glibc
 public import Logging
 import NIOCore
@@ -129,7 +130,9 @@ private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked 
       guard buffer.readableBytes > 0 else { return }
       let request = Data(buffer.readableBytesView)
       let router = self.router
-      Task {
+      // On this connection's event loop: the answer is written from the thread that reads
+      // the requests, and a plugin connection on the same loop is called without a hop.
+      Task(executorPreference: EventLoopTaskExecutor(context.eventLoop)) {
         if let response = await router.respond(to: request) {
           _ = Self.write(response, to: channel)
         }

@@ -1,3 +1,4 @@
+import JankExecutors
 import JankFrame
 import JankProtocol
 import Logging

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import JankControl
 import JankJSON
-import JankFrame
+import JankExecutors
 import JankSupervisorCore
 import NIOPosix
 import Logging
