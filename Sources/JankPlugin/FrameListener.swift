@@ -1,5 +1,4 @@
 import CJankShim
-import Foundation
 import Glibc
 
 /// The plugin's jank-frame listening socket. Connections are accepted here, on a thread of
@@ -36,17 +35,20 @@ final class FrameListener: Sendable {
   /// Accepted connection descriptors, until `close()`.
   func connections() -> AsyncStream<CInt> {
     let (stream, continuation) = AsyncStream.makeStream(of: CInt.self)
-    let fd = fd
-    Thread.detachNewThread {
-      while true {
-        let connection = jank_accept_cloexec(fd)
-        if connection >= 0 {
-          continuation.yield(connection)
-        } else if errno != EINTR && errno != ECONNABORTED {
-          break  // the listener was shut down
-        }
-      }
-      Glibc.close(fd)
+    // A bare pthread, not Foundation's Thread: touching Foundation here would initialize
+    // CoreFoundation at start-up, which scans the whole binary's symbol table (dladdr) and
+    // costs a plugin a noticeable part of its start time.
+    let loop = Unmanaged.passRetained(AcceptLoop(fd: fd, continuation: continuation))
+    var thread = pthread_t()
+    let created = pthread_create(&thread, nil, { context in
+      let loop = Unmanaged<AcceptLoop>.fromOpaque(context!).takeRetainedValue()
+      loop.run()
+      return nil
+    }, loop.toOpaque())
+    if created == 0 {
+      pthread_detach(thread)
+    } else {
+      loop.release()
       continuation.finish()
     }
     return stream
@@ -55,6 +57,30 @@ final class FrameListener: Sendable {
   /// Stops accepting: the accept thread sees the shutdown and ends the stream.
   func close() {
     shutdown(fd, CInt(SHUT_RDWR))
+  }
+}
+
+/// The accept thread's work: hand out connections until the listener is shut down.
+private final class AcceptLoop: Sendable {
+  let fd: CInt
+  let continuation: AsyncStream<CInt>.Continuation
+
+  init(fd: CInt, continuation: AsyncStream<CInt>.Continuation) {
+    self.fd = fd
+    self.continuation = continuation
+  }
+
+  func run() {
+    while true {
+      let connection = jank_accept_cloexec(fd)
+      if connection >= 0 {
+        continuation.yield(connection)
+      } else if errno != EINTR && errno != ECONNABORTED {
+        break  // the listener was shut down
+      }
+    }
+    Glibc.close(fd)
+    continuation.finish()
   }
 }
 
