@@ -97,6 +97,6 @@ extension Frame {
     buffer.writeBuffer(&payload)
   }
 
-  /// The bytes on the wire after the length field, counted against a maximum.
+  /// The payload's size, which each side checks against its maximum.
   public var payloadLength: Int { payload.readableBytes }
 }

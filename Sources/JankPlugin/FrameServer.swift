@@ -18,7 +18,14 @@ struct FrameServer: Sendable {
   let logger: Logger
   var maxPayloadLength = Frame.defaultMaxPayloadLength
   /// Calls in flight across all connections, so that a shutdown can let them finish.
-  let inFlight = InFlightCounter()
+  let inFlight: InFlightCounter
+
+  init(plugin: any Plugin, shutdown: ShutdownSignal, logger: Logger) {
+    self.plugin = plugin
+    self.shutdown = shutdown
+    self.logger = logger
+    inFlight = InFlightCounter(shutdown: shutdown)
+  }
 
   typealias Connection = NIOAsyncChannel<InboundFrame, Frame>
 
@@ -37,7 +44,7 @@ struct FrameServer: Sendable {
             }
           }
         } catch {
-          close(fd)
+          // The descriptor is NIO's once handed over: a failed set-up closes it.
           logger.warning("jank-frame connection could not be set up", metadata: ["error": "\(error)"])
           continue
         }
@@ -96,8 +103,8 @@ struct FrameServer: Sendable {
     } else if frame.type == .healthCheck {
       reply = await healthCheck(id: frame.id)
     } else {
-      inFlight.add(1)
-      defer { inFlight.add(-1) }
+      inFlight.started()
+      defer { inFlight.finished() }
       reply = await execute(frame, calls: calls, eventLoop: channel.eventLoop)
     }
     channel.writeAndFlush(reply, promise: nil)
@@ -207,11 +214,35 @@ final class ConnectionSpin: Sendable {
   }
 }
 
-/// A count that a shutdown can wait on.
+/// Calls in flight, which a shutdown waits for. Once the shutdown has fired no call starts
+/// (it is answered `unavailable`), so the count reaching zero after that is final.
 final class InFlightCounter: Sendable {
   private let count = NIOLockedValueBox(0)
+  private let shutdown: ShutdownSignal
+  private let drained = ShutdownSignal()
 
-  func add(_ delta: Int) { count.withLockedValue { $0 += delta } }
+  init(shutdown: ShutdownSignal) {
+    self.shutdown = shutdown
+  }
 
-  var value: Int { count.withLockedValue { $0 } }
+  func started() { count.withLockedValue { $0 += 1 } }
+
+  func finished() {
+    let left = count.withLockedValue { count -> Int in
+      count -= 1
+      return count
+    }
+    if left == 0, shutdown.isFired { drained.fire() }
+  }
+
+  /// After the shutdown fired: returns when no call is in flight, or after `timeout`.
+  func waitUntilDrained(within timeout: Duration) async {
+    guard count.withLockedValue({ $0 }) > 0 else { return }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.drained.wait() }
+      group.addTask { try? await Task.sleep(for: timeout) }
+      await group.next()
+      group.cancelAll()
+    }
+  }
 }

@@ -63,10 +63,7 @@ private func serveFrames(_ plugin: any Plugin, socketPath: String, shutdown: Shu
   let accepting = Task { await server.run(listener) }
   await shutdown.wait()
   listener.close()
-  let deadline = ContinuousClock.now + drainTimeout
-  while server.inFlight.value > 0, ContinuousClock.now < deadline {
-    try? await Task.sleep(for: .milliseconds(5))
-  }
+  await server.inFlight.waitUntilDrained(within: drainTimeout)
   withExtendedLifetime(accepting) {}
 }
 

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// A one-shot signal that ends long-lived streams (stdio, broker, health watch)
-/// so that a graceful server shutdown does not wait on them forever.
+/// A one-shot signal that tasks wait for: the shutdown, which ends long-lived streams (stdio,
+/// broker, health watch) so that a graceful server shutdown does not wait on them forever,
+/// and the frame server's "no call in flight any more".
 final class ShutdownSignal: Sendable {
   private struct State {
     var fired = false

@@ -46,7 +46,7 @@ final class FramePluginConnection: PluginConnection {
         }
         .withConnectedSocket(fd).get()
     } catch {
-      Glibc.close(fd)
+      // The descriptor is NIO's from here on: a failed set-up closes it with the channel.
       throw ControlError(.unavailable, "could not use the plugin's jank-frame socket \(handshake.address): \(error)")
     }
     let connection = FramePluginConnection(channel: channel, calls: calls, maxPayloadLength: maxPayloadLength)
@@ -86,17 +86,16 @@ final class FramePluginConnection: PluginConnection {
     case .error:
       throw Self.controlError(answer)
     default:
-      throw ControlError(.pluginError, "the plugin answered an execute call with a \(answer.type) frame")
+      throw ControlError(.pluginError, "the plugin answered an execute call with a \(answer.type) frame\(Self.protocolAdvice)")
     }
   }
 
   func healthCheck(timeout: Duration) async -> Bool {
-    let id = newID()
-    guard let frame = try? Frame.message(.healthCheck, id: id, Plugin_HealthCheckRequest()),
-      let answer = try? await call(frame, timeout: timeout), answer.type == .healthCheckResult,
-      let response = try? answer.message(as: Plugin_HealthCheckResponse.self)
-    else { return false }
-    return response.status == "healthy"
+    do {
+      return Self.isHealthy(.success(try await call(Self.healthRequest(id: newID()), timeout: timeout)))
+    } catch {
+      return false
+    }
   }
 
   /// Checks run on the connection's event loop, off its own timers (no task per check).
@@ -106,17 +105,23 @@ final class FramePluginConnection: PluginConnection {
     return EventLoopHealthWatch(
       eventLoop: loop, policy: policy,
       check: { [self] healthy in
-        // An empty payload is an encoded plugin.HealthCheckRequest.
-        let request = Frame(type: .healthCheck, id: newID())
         let answer = loop.makePromise(of: Frame.self)
-        calls.send(request, promise: answer, timeout: timeout)
-        answer.futureResult.whenComplete { result in
-          let response = try? result.get().message(as: Plugin_HealthCheckResponse.self)
-          healthy.succeed((try? result.get().type) == .healthCheckResult && response?.status == "healthy")
-        }
+        calls.send(Self.healthRequest(id: newID()), promise: answer, timeout: timeout)
+        answer.futureResult.whenComplete { healthy.succeed(Self.isHealthy($0)) }
       },
       onFailure: onFailure
     ).start()
+  }
+
+  /// An empty payload is an encoded `plugin.HealthCheckRequest`.
+  private static func healthRequest(id: UInt64) -> Frame { Frame(type: .healthCheck, id: id) }
+
+  /// Healthy only when the plugin answered in time with a health result saying so.
+  private static func isHealthy(_ answer: Result<Frame, any Error>) -> Bool {
+    guard case .success(let frame) = answer, frame.type == .healthCheckResult,
+      let response = try? frame.message(as: Plugin_HealthCheckResponse.self)
+    else { return false }
+    return response.status == "healthy"
   }
 
   func shutdown(timeout: Duration) async {
@@ -148,9 +153,12 @@ final class FramePluginConnection: PluginConnection {
     }
   }
 
+  private static let protocolAdvice =
+    " (a jank-frame protocol error in the plugin: rebuild it against a current JankPlugin SDK, or set \"transport\": \"grpc\" in its plugin.json)"
+
   static func controlError(_ answer: Frame) -> any Error {
     guard let error = FrameErrorPayload(payload: answer.payload) else {
-      return ControlError(.pluginError, "the plugin answered with an empty error frame")
+      return ControlError(.pluginError, "the plugin answered with an empty error frame\(Self.protocolAdvice)")
     }
     switch error.code {
     case .pluginError: return ControlError(.pluginError, error.message)

@@ -266,8 +266,6 @@ actor PluginRunner {
     }
   }
 
-  /// Checks health every `interval_ms`; returns the number of misses once `failures` checks
-  /// in a row went unanswered or unhealthy, or nil when cancelled.
   /// A plugin that stopped answering is killed and handled as a crash (`health-failed`).
   private func healthFailed(generation: Int, misses: Int) {
     guard !stopping, let running = current, running.generation == generation else { return }
