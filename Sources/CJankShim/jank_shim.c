@@ -5,10 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
-#include <pthread.h>
-#include <sched.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -73,53 +70,26 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
   child_fail(pipe_fd, 8);
 }
 
-struct child_args {
-  const jank_spawn_request *request;
-  pid_t parent;
-  int pipe_fd;
-};
-
-static int child_entry(void *arg) {
-  struct child_args *a = arg;
-  child(a->request, a->parent, a->pipe_fd);
-  return 127;
-}
-
-// The child shares the supervisor's memory until it execs (CLONE_VM | CLONE_VFORK, as
-// glibc's posix_spawn does) instead of getting a copy of its page tables: fork's cost grows
-// with the supervisor's size, and a supervisor holding a thousand plugins is not small.
-// The calling thread is suspended until the child has exec'd or failed.
 pid_t jank_spawn(const jank_spawn_request *r, const char **failed_step) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) {
     if (failed_step) *failed_step = "pipe2";
     return -errno;
   }
-  const size_t stack_size = 64 * 1024;
-  void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
     int err = errno;
     close(p[0]);
     close(p[1]);
-    if (failed_step) *failed_step = "mmap";
+    if (failed_step) *failed_step = "fork";
     return -err;
   }
-  // No signal handler may run in the child while it shares our memory: block everything
-  // around the clone; the child resets dispositions before it unblocks.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  struct child_args args = { r, getpid(), p[1] };
-  pid_t pid = clone(child_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-  int clone_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  munmap(stack, stack_size);
-  close(p[1]);
-  if (pid < 0) {
+  if (pid == 0) {
     close(p[0]);
-    if (failed_step) *failed_step = "clone";
-    return -clone_errno;
+    child(r, parent, p[1]);
   }
+  close(p[1]);
   child_failure f;
   ssize_t n;
   do { n = read(p[0], &f, sizeof f); } while (n < 0 && errno == EINTR);

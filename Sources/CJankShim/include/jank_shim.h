@@ -24,7 +24,7 @@ typedef struct {
   int cgroup_procs_count;       // hierarchy, or one for v2)
 } jank_spawn_request;
 
-// Starts a child (clone with CLONE_VM | CLONE_VFORK) and execs. Returns the child's pid, or -errno if the child could not exec
+// Forks and execs. Returns the child's pid, or -errno if the child could not exec
 // (the child's errno is reported through a close-on-exec pipe, so a bad path or a
 // failed setrlimit is an error here, not a mysterious exit).
 // `failed_step` (may be NULL) receives a short name of the step that failed.
