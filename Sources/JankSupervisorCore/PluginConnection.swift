@@ -112,6 +112,7 @@ final class GRPCPluginConnection: PluginConnection {
     var options = CallOptions.defaults
     options.timeout = timeout
     let delivery = DeliveryTrackingSerializer<Plugin_ExecuteRequest>()
+    let deadline = ContinuousClock.now + timeout
     do {
       let response = try await Plugin_PluginService.Client(wrapping: client).execute(
         request: ClientRequest(message: request), serializer: delivery,
@@ -123,13 +124,21 @@ final class GRPCPluginConnection: PluginConnection {
         throw ControlError(.pluginError, "the plugin answered with data that is not JSON: \(error)")
       }
     } catch let error as RPCError {
+      // The plugin's own copy of the deadline may end the call (a cancelled stream) an
+      // instant before ours does: at or past the deadline, any failure is the timeout.
+      if ContinuousClock.now >= deadline, error.code != .deadlineExceeded {
+        throw Self.controlError(RPCError(code: .deadlineExceeded, message: error.message), timeout: timeout)
+      }
       let mapped = Self.controlError(error, timeout: timeout)
       if mapped.kind == .unavailable, !delivery.wasUsed { throw UndeliveredCall(error: mapped) }
       throw mapped
     } catch let error as RuntimeError where error.code == .clientIsStopped {
-      // The process died and its connection was closed between picking it and sending:
-      // the request never left, so it is safe to send to the replacement.
-      throw UndeliveredCall(error: ControlError(.unavailable, "the connection to the plugin was closed before the call was sent: \(error.message)"))
+      // The process died and its connection was closed under the call. If the request was
+      // never serialized it never left and may go to the replacement; otherwise the plugin
+      // may have run it, and it fails like any call a crash interrupts.
+      let failure = ControlError(.unavailable, "the connection to the plugin was closed: \(error.message)")
+      if !delivery.wasUsed { throw UndeliveredCall(error: failure) }
+      throw failure
     }
   }
 

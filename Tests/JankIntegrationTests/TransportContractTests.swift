@@ -100,8 +100,15 @@ import Testing
     try await withSupervisor { workspace, running in
       let (id, info) = try await register(transport, workspace, running, extra: #","restart":{"initial_delay_ms":20}"#)
       let pid = try #require(info.pid)
-      let inFlight = (0..<3).map { _ in Task { try await execute(running, id, "sleep", ["ms": 10_000]) } }
-      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)))?.inFlight == 3 })
+      // Kill only once the plugin runs all three: a call still on its way would rightly be
+      // resent to the replacement instead of failing.
+      let started = workspace.root + "/started-\(transport.rawValue)"
+      let inFlight = (0..<3).map { _ in
+        Task { try await execute(running, id, "sleep", ["ms": 10_000, "started_marker": .string(started)]) }
+      }
+      #expect(await eventually {
+        ((try? String(contentsOfFile: started, encoding: .utf8)) ?? "").split(separator: "\n").count == 3
+      })
       kill(pid_t(pid), SIGKILL)
       for call in inFlight {
         do {

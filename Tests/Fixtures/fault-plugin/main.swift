@@ -10,6 +10,8 @@ struct FaultPlugin: Plugin {
     switch method {
     case "sleep":
       let ms = Int(args["ms"]?.numberValue ?? 1000)
+      // Shows that the call reached the plugin (a test can wait for that instead of guessing).
+      if let started = args["started_marker"]?.stringValue { appendLine(to: started, "started") }
       do {
         try await Task.sleep(for: .milliseconds(ms))
       } catch {
