@@ -63,7 +63,7 @@ let package = Package(
     // payloads on NIOCore and swift-protobuf; no Foundation.
     .target(
       name: "JankFrame",
-      dependencies: ["JankProtocol", "JankExecutors", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      dependencies: ["JankProtocol", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       swiftSettings: swiftSettings
     ),
 
@@ -80,7 +80,7 @@ let package = Package(
     // JSON-RPC 2.0 control channel over a Unix socket: types, server, client.
     .target(
       name: "JankControl",
-      dependencies: ["JankJSON", "JankExecutors", nioCore, nioPosix, logging],
+      dependencies: ["JankJSON", nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
 

@@ -3,7 +3,6 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import JankExecutors
 import Glibc
 public import Logging
 import NIOCore
@@ -130,9 +129,10 @@ private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked 
       guard buffer.readableBytes > 0 else { return }
       let request = Data(buffer.readableBytesView)
       let router = self.router
-      // On this connection's event loop: the answer is written from the thread that reads
-      // the requests, and a plugin connection on the same loop is called without a hop.
-      Task(executorPreference: EventLoopTaskExecutor(context.eventLoop)) {
+      // A pool task, not this connection's event loop: management methods do blocking file
+      // and cgroup work, which on an event loop delays every plugin's output and calls
+      // (measured: start timeouts under load; BENCHMARKS.md).
+      Task {
         if let response = await router.respond(to: request) {
           _ = Self.write(response, to: channel)
         }
