@@ -11,7 +11,7 @@ public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .exited(let code): "exited with code \(code)"
-    case .signaled(let signal): "killed by signal \(signal) (\(Self.signalName(signal)))"
+    case .signaled(let signal): "was killed by signal \(signal) (\(Self.signalName(signal)))"
     }
   }
 
