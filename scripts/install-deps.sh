@@ -2,7 +2,8 @@
 # Installs what Jank builds, runs and tests with, on Debian 12 with Swift 6.3 and CPython.
 # Idempotent: what is already present is not fetched again.
 #   system: pkg-config + libsystemd-dev (CSystemd), systemd (systemd-analyze verify of
-#           deploy/), procps (pgrep in tests), wrk (HTTP bench), Go and go-plugin 1.0.1
+#           deploy/), procps (pgrep in tests), wrk and curl (HTTP bench,
+#           README examples), Go and go-plugin 1.0.1
 #           (plugins/hello-world-go and the go-plugin interop tests, built offline)
 #   python: openapi-spec-validator and schemathesis (the OpenAPI document's tests)
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
-packages=(pkg-config libsystemd-dev systemd procps wrk
+packages=(pkg-config libsystemd-dev systemd procps wrk curl
   golang-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-goprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
