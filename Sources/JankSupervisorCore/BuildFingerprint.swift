@@ -45,6 +45,10 @@ public enum BuildFingerprint {
   /// `build.sources` globs, or every file but plugin.json and build output.
   static func sourceFiles(manifest: PluginManifest, directory: String) -> [String] {
     let patterns = manifest.build?.sources ?? []
+    // What a build writes is never a source, wherever it lives: a binary at the folder's root
+    // (e.g. a Makefile's `run`) would otherwise change the hash with every build.
+    let record = relative(recordPath(manifest: manifest, directory: directory), to: directory)
+    let outputs: Set<String> = Set([manifest.binary, manifest.binary + ".jank-new", record].map(normalized))
     var files: [String] = []
     var stack = [""]
     while let relative = stack.popLast() {
@@ -56,13 +60,22 @@ public enum BuildFingerprint {
         guard lstat(absolute + "/" + name, &info) == 0 else { continue }
         if (info.st_mode & S_IFMT) == S_IFDIR {
           if !ignoredFolders.contains(name), !name.hasPrefix(".") { stack.append(path) }
-        } else if (info.st_mode & S_IFMT) == S_IFREG, path != "plugin.json" {
+        } else if (info.st_mode & S_IFMT) == S_IFREG, path != "plugin.json", !outputs.contains(path) {
           // Without FNM_PATHNAME `*` also crosses '/': "Sources/**" and "*.go" mean what they say.
           if patterns.isEmpty || patterns.contains(where: { fnmatch($0, path, 0) == 0 }) { files.append(path) }
         }
       }
     }
     return files.sorted()
+  }
+
+  /// "./bin//run" → "bin/run": paths as the folder walk spells them.
+  static func normalized(_ path: String) -> String {
+    path.split(separator: "/").filter { $0 != "." && !$0.isEmpty }.joined(separator: "/")
+  }
+
+  private static func relative(_ path: String, to directory: String) -> String {
+    path.hasPrefix(directory + "/") ? String(path.dropFirst(directory.count + 1)) : path
   }
 
   public static func recorded(manifest: PluginManifest, directory: String) -> Record? {

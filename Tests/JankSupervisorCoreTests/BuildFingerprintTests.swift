@@ -70,6 +70,71 @@ import Testing
   }
 }
 
+@Suite struct BuildDetectionTests {
+  /// A Makefile plugin whose binary sits at the folder's root, next to its sources: the
+  /// binary and the build record are build output, so a build leaves it up to date.
+  @Test func aMakefileIsDetectedAndItsOutputIsNeverHashedAsASource() async throws {
+    let folder = try PluginsFolder()
+    let makefile = "run: run.sh\n\tcp run.sh run && chmod +x run\n\t@echo CGO_ENABLED=$$CGO_ENABLED\n"
+    try folder.add("mk", manifest: manifest(id: "dev.t.mk", binary: "run"), files: ["Makefile": makefile, "run.sh": "#!/bin/sh\necho one\n"])
+    let plugin = try #require(folder.find("mk"))
+    let pluginManifest = try #require(plugin.manifest)
+    #expect(BuildPlan.plan(for: pluginManifest, directory: plugin.directory) == BuildPlan(command: ["make"], output: nil))
+    #expect(plugin.status == .sourceOnly)
+
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    let log = try await builder.build(id: "dev.t.mk", manifest: pluginManifest, directory: plugin.directory)
+    #expect(log.contains("CGO_ENABLED=0"), "builds run with cgo off: \(log)")
+    #expect(FileManager.default.fileExists(atPath: plugin.directory + "/.jank-build.json"))
+    #expect(folder.find("mk")?.status == .available, "\(folder.find("mk")?.problems ?? [])")
+    #expect(!BuildFingerprint.needsBuild(manifest: pluginManifest, directory: plugin.directory))
+    try "#!/bin/sh\necho two\n".write(toFile: plugin.directory + "/run.sh", atomically: true, encoding: .utf8)
+    #expect(folder.find("mk")?.status == .sourceOnly)
+  }
+
+  /// A go.mod folder builds in module mode, offline, with cgo off: a file that only compiles
+  /// with cgo would break the build otherwise.
+  @Test func aGoModuleIsDetectedAndBuiltOfflineWithCgoOff() async throws {
+    let folder = try PluginsFolder()
+    try folder.add(
+      "gomod", manifest: manifest(id: "dev.t.gomod"),
+      files: [
+        "go.mod": "module example.com/gomod\n\ngo 1.19\n",
+        "main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n",
+        "cgo_guard.go": "//go:build cgo\n\npackage main\n\nvar _ = thisFileOnlyCompilesWithCgoEnabled\n",
+      ])
+    let plugin = try #require(folder.find("gomod"))
+    let pluginManifest = try #require(plugin.manifest)
+    #expect(BuildPlan.plan(for: pluginManifest, directory: plugin.directory) == BuildPlan(command: ["go", "build", "-o", "bin/run", "."], output: nil))
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    _ = try await builder.build(id: "dev.t.gomod", manifest: pluginManifest, directory: plugin.directory)
+    let run = try await runOnce(plugin.directory + "/bin/run")
+    #expect(run == "hi\n")
+    #expect(folder.find("gomod")?.status == .available)
+  }
+
+  @Test func aSwiftPackageIsBuiltAsItsReleaseProductAndCopiedToTheBinary() throws {
+    let folder = try PluginsFolder()
+    try folder.add("spm", manifest: manifest(id: "dev.t.spm", binary: "bin/greeter"), files: ["Package.swift": "// swift-tools-version:6.0\n"])
+    let plugin = try #require(folder.find("spm"))
+    let plan = BuildPlan.plan(for: try #require(plugin.manifest), directory: plugin.directory)
+    #expect(plan == BuildPlan(command: ["swift", "build", "-c", "release", "--product", "greeter"], output: ".build/release/greeter"))
+    #expect(plugin.status == .sourceOnly)
+  }
+
+  /// The program's stdout.
+  private func runOnce(_ path: String) async throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+  }
+}
+
 @Suite struct PluginLogTests {
   @Test(arguments: [
     (#"{"@level":"warn","@message":"disk low","@timestamp":"2026-11-25T08:00:00.000000Z","free_mb":12}"#, Logger.Level.warning, "disk low"),
