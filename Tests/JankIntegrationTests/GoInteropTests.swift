@@ -67,14 +67,19 @@ import Testing
     #expect(again.data["message"] == "Hello, again!")
 
     // Stop: go-plugin 1.0.1 answers Shutdown with Unavailable and has no GRPCStdio; both are
-    // expected, so the stop is clean and the supervisor logs no error about it.
+    // expected, so the plugin exits by itself on Shutdown (no SIGTERM after stop_timeout_ms)
+    // and the supervisor logs no warning or error about the stop.
+    let logBeforeStop = ((try? String(contentsOfFile: supervisor.logPath, encoding: .utf8)) ?? "").count
     let stopped = try await client.call(ControlMethods.stop, PluginIDParams(id: id))
     #expect(stopped.status == .stopped)
     #expect(stopped.lastExit?.reason == .stopped)
+    #expect(stopped.lastExit?.signal == nil, "the Go plugin had to be signalled: \(String(describing: stopped.lastExit))")
     let log = (try? String(contentsOfFile: supervisor.logPath, encoding: .utf8)) ?? ""
     #expect(log.contains("plugin stopped"), "the supervisor's log was not captured")
     let errors = log.split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" critical ") }
     #expect(errors.isEmpty, "\(errors)")
+    let stopWarnings = log.dropFirst(logBeforeStop).split(separator: "\n").filter { $0.contains(" warning ") }
+    #expect(stopWarnings.isEmpty, "\(stopWarnings)")
   }
 
   /// The Go host loads the Swift hello-world (and, as a control, the Go one) and gets the
@@ -105,6 +110,7 @@ import Testing
     // its stderr as hclog JSON.
     let summary = lines.last
     #expect(summary?["exited"] == true)
+    #expect(summary?["graceful"] == true, "the plugin did not exit by itself on go-plugin's close: \(summary?["exit_error"] ?? nil)")
     #expect((summary?["plugin_stderr_lines"]?.numberValue ?? 0) >= 1)
     #expect(summary?["unparsed_stderr_lines"] == 0, "\(result.stderr.suffix(2000))")
   }

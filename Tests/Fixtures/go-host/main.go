@@ -5,7 +5,9 @@
 //	go-host <plugin-binary> [<method> <json-args>]...
 //
 // Output: {"method":…,"data":{…}} or {"method":…,"error":"<gRPC status message>"} per
-// call, then always {"exited":true,"plugin_stderr_lines":N,"unparsed_stderr_lines":M}:
+// call, then always {"exited":true,"graceful":G,"exit_error":E,"plugin_stderr_lines":N,
+// "unparsed_stderr_lines":M}: G is true when the plugin exited by itself with status 0 once
+// go-plugin closed it (no "failed to exit gracefully" kill), E how it ended otherwise;
 // N counts the plugin's stderr lines, M those go-plugin could not read as hclog JSON and
 // re-logged verbatim (counted from the host logger's own output, see logTap; each is also
 // named on stderr). The host logger writes hclog JSON to stderr at trace level. A plugin
@@ -61,6 +63,8 @@ type logTap struct {
 	logged   bytes.Buffer // the logger's output: the record being written
 	total    int
 	unparsed int
+	forced   bool   // go-plugin had to kill the plugin: it did not exit on Shutdown
+	exitErr  string // how the plugin process ended, when not with status 0
 }
 
 // stderrBufferSize is go-plugin 1.0.1's stdErrBufferSize: longer lines are never parsed.
@@ -108,8 +112,19 @@ func (t *logTap) writeLog(p []byte) (int, error) {
 		}
 		var fields struct {
 			Message *string `json:"@message"`
+			Error   string  `json:"error"`
 		}
-		if json.Unmarshal(record, &fields) != nil || fields.Message == nil || t.last == nil {
+		if json.Unmarshal(record, &fields) != nil || fields.Message == nil {
+			continue
+		}
+		// go-plugin's own records about the plugin's end (client.go Kill and Start).
+		switch *fields.Message {
+		case "plugin failed to exit gracefully":
+			t.forced = true
+		case "plugin process exited":
+			t.exitErr = fields.Error
+		}
+		if t.last == nil {
 			continue
 		}
 		if *fields.Message == *t.last {
@@ -124,6 +139,13 @@ func (t *logTap) counts() (total, unparsed int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.total, t.unparsed
+}
+
+// ending tells whether the plugin exited by itself with status 0 when go-plugin closed it.
+func (t *logTap) ending() (graceful bool, exitErr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.forced && t.exitErr == "", t.exitErr
 }
 
 type writerFunc func([]byte) (int, error)
@@ -204,6 +226,10 @@ func main() {
 	// Kill returns once go-plugin has read (and logged) all of the plugin's stderr.
 	client.Kill()
 	total, unparsed := tap.counts()
-	encoder.Encode(map[string]interface{}{"exited": client.Exited(), "plugin_stderr_lines": total, "unparsed_stderr_lines": unparsed})
+	graceful, exitErr := tap.ending()
+	encoder.Encode(map[string]interface{}{
+		"exited": client.Exited(), "graceful": graceful, "exit_error": exitErr,
+		"plugin_stderr_lines": total, "unparsed_stderr_lines": unparsed,
+	})
 	out.Flush()
 }
