@@ -12,7 +12,7 @@ struct JankCtl: AsyncParsableCommand {
     commandName: "jankctl",
     abstract: "Operate a running jank-supervisor.",
     subcommands: [
-      List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Restart.self, Build.self, Exec.self, Logs.self, Status.self,
+      List.self, Get.self, Register.self, Unregister.self, Start.self, Stop.self, Restart.self, Build.self, Exec.self, Logs.self, Status.self, Metrics.self,
     ])
 
   /// ArgumentParser exits 64 on bad usage; jankctl's contract (design §10) is 2.
@@ -312,6 +312,15 @@ extension JankCtl {
           registered: \(s.registered) \(counts)
           """
       }
+    }
+  }
+
+  struct Metrics: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the supervisor's metrics as Prometheus text (with --json: {\"text\": ...}).")
+    @OptionGroup var options: GlobalOptions
+    func run() async throws {
+      // The exposition ends with a newline and print adds one: drop the first so output ends with one.
+      try await perform(options, ControlMethods.metrics, NoParams()) { $0.text.hasSuffix("\n") ? String($0.text.dropLast()) : $0.text }
     }
   }
 }
