@@ -1,0 +1,120 @@
+import Foundation
+import JankControl
+import JankSupervisorCore
+import Logging
+import Testing
+
+/// How plugins are built: detected builders, the environment, one build at a time.
+@Suite struct BuilderTests {
+  @Test func aGoFolderWithOnlyMainGoBuildsOfflineInGOPATHMode() async throws {
+    let folder = try PluginsFolder()
+    try folder.add("gomain", manifest: manifest(id: "dev.t.gomain"), files: ["main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n"])
+    let plugin = try #require(folder.find("gomain"))
+    #expect(plugin.status == .sourceOnly)
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    _ = try await builder.build(id: "dev.t.gomain", manifest: try #require(plugin.manifest), directory: plugin.directory)
+    #expect(FileManager.default.isExecutableFile(atPath: plugin.directory + "/bin/run"))
+    #expect(folder.find("gomain")?.status == .available)
+  }
+}
+
+@Suite struct BuildDetectionTests {
+  /// A Makefile plugin whose binary sits at the folder's root, next to its sources: the
+  /// binary and the build record are build output, so a build leaves it up to date.
+  @Test func aMakefileIsDetectedAndItsOutputIsNeverHashedAsASource() async throws {
+    let folder = try PluginsFolder()
+    let makefile = "run: run.sh\n\tcp run.sh run && chmod +x run\n\t@echo CGO_ENABLED=$$CGO_ENABLED\n"
+    try folder.add("mk", manifest: manifest(id: "dev.t.mk", binary: "run"), files: ["Makefile": makefile, "run.sh": "#!/bin/sh\necho one\n"])
+    let plugin = try #require(folder.find("mk"))
+    let pluginManifest = try #require(plugin.manifest)
+    #expect(BuildPlan.plan(for: pluginManifest, directory: plugin.directory) == BuildPlan(command: ["make"], output: nil))
+    #expect(plugin.status == .sourceOnly)
+
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    let log = try await builder.build(id: "dev.t.mk", manifest: pluginManifest, directory: plugin.directory)
+    #expect(log.contains("CGO_ENABLED=0"), "builds run with cgo off: \(log)")
+    #expect(FileManager.default.fileExists(atPath: plugin.directory + "/.jank-build.json"))
+    #expect(folder.find("mk")?.status == .available, "\(folder.find("mk")?.problems ?? [])")
+    #expect(!BuildFingerprint.needsBuild(manifest: pluginManifest, directory: plugin.directory))
+    try "#!/bin/sh\necho two\n".write(toFile: plugin.directory + "/run.sh", atomically: true, encoding: .utf8)
+    #expect(folder.find("mk")?.status == .sourceOnly)
+  }
+
+  /// A go.mod folder builds in module mode, offline, with cgo off: a file that only compiles
+  /// with cgo would break the build otherwise.
+  @Test func aGoModuleIsDetectedAndBuiltOfflineWithCgoOff() async throws {
+    let folder = try PluginsFolder()
+    try folder.add(
+      "gomod", manifest: manifest(id: "dev.t.gomod"),
+      files: [
+        "go.mod": "module example.com/gomod\n\ngo 1.19\n",
+        "main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n",
+        "cgo_guard.go": "//go:build cgo\n\npackage main\n\nvar _ = thisFileOnlyCompilesWithCgoEnabled\n",
+      ])
+    let plugin = try #require(folder.find("gomod"))
+    let pluginManifest = try #require(plugin.manifest)
+    #expect(BuildPlan.plan(for: pluginManifest, directory: plugin.directory) == BuildPlan(command: ["go", "build", "-o", "bin/run", "."], output: nil))
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    _ = try await builder.build(id: "dev.t.gomod", manifest: pluginManifest, directory: plugin.directory)
+    let run = try await runOnce(plugin.directory + "/bin/run")
+    #expect(run == "hi\n")
+    #expect(folder.find("gomod")?.status == .available)
+  }
+
+  @Test func aSwiftPackageIsBuiltAsItsReleaseProductAndCopiedToTheBinary() throws {
+    let folder = try PluginsFolder()
+    try folder.add("spm", manifest: manifest(id: "dev.t.spm", binary: "bin/greeter"), files: ["Package.swift": "// swift-tools-version:6.0\n"])
+    let plugin = try #require(folder.find("spm"))
+    let plan = BuildPlan.plan(for: try #require(plugin.manifest), directory: plugin.directory)
+    #expect(plan == BuildPlan(command: ["swift", "build", "-c", "release", "--product", "greeter"], output: ".build/release/greeter"))
+    #expect(plugin.status == .sourceOnly)
+  }
+
+  /// The program's stdout.
+  private func runOnce(_ path: String) async throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+  }
+}
+
+/// Builds run one at a time unless `maxParallel` says otherwise.
+@Suite struct BuildConcurrencyTests {
+  /// Two plugins whose builds append "start <name>" and, half a second later, "end <name>"
+  /// to one shared file; returns the file's lines once both builds are done.
+  func buildTwo(maxParallel: Int) async throws -> [String] {
+    let folder = try PluginsFolder()
+    let journal = folder.path + "/journal"
+    for name in ["a", "b"] {
+      let command = #"["sh","-c","echo start \#(name) >> \#(journal); sleep 0.5; echo end \#(name) >> \#(journal); mkdir -p bin && printf '#!/bin/sh\\n' > bin/run && chmod +x bin/run"]"#
+      try folder.add(name, manifest: manifest(id: "dev.t.\(name)", extra: #","build":{"command":\#(command)}"#))
+    }
+    let builder = Builder(logDirectory: folder.path + "/logs", maxParallel: maxParallel, logger: Logger(label: "test"))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for name in ["a", "b"] {
+        let plugin = try #require(folder.find(name))
+        let pluginManifest = try #require(plugin.manifest)
+        group.addTask { _ = try await builder.build(id: "dev.t.\(name)", manifest: pluginManifest, directory: plugin.directory) }
+      }
+      try await group.waitForAll()
+    }
+    return try String(contentsOfFile: journal, encoding: .utf8).split(separator: "\n").map(String.init)
+  }
+
+  @Test func byDefaultOneBuildRunsAtATime() async throws {
+    let journal = try await buildTwo(maxParallel: 1)
+    #expect(journal.count == 4)
+    // Each build ends before the other starts.
+    #expect(journal[0].hasPrefix("start") && journal[1].hasPrefix("end") && journal[2].hasPrefix("start"), "\(journal)")
+  }
+
+  @Test func maxParallelTwoLetsTwoBuildsOverlap() async throws {
+    let journal = try await buildTwo(maxParallel: 2)
+    #expect(journal.prefix(2).allSatisfy { $0.hasPrefix("start") }, "\(journal)")
+  }
+}
