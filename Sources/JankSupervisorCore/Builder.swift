@@ -74,6 +74,9 @@ public actor Builder {
     let logPath = logPath(id: id)
     let timeout = manifest.buildTimeoutSeconds.map { Duration.seconds($0) } ?? self.timeout
     logger.info("building plugin", metadata: ["plugin_id": "\(id)", "command": "\(plan.command.joined(separator: " "))"])
+    // Builds run one after another: each one that starts during start-up tells systemd how
+    // much longer to wait for READY (the build's timeout, and the plugin's start after it).
+    SystemdNotifier().extendTimeout(by: timeout + .milliseconds(manifest.startTimeoutMs) + .seconds(10))
     let status = try await run(plan.command, in: directory, logPath: logPath, timeout: timeout)
     let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     let tail = Array(log.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).map(String.init))

@@ -22,6 +22,14 @@ public struct SystemdNotifier: Sendable {
   public func watchdog() { send("WATCHDOG=1") }
   public func stopping() { send("STOPPING=1\nSTATUS=stopping plugins") }
 
+  /// Asks systemd to wait `duration` more from now before it gives up on the current phase
+  /// (start-up, before READY=1): a build of an auto-start plugin may take up to its
+  /// `build_timeout_s`, far past the default `TimeoutStartSec=`.
+  public func extendTimeout(by duration: Duration) {
+    let (seconds, attoseconds) = duration.components
+    send("EXTEND_TIMEOUT_USEC=\(seconds * 1_000_000 + attoseconds / 1_000_000_000_000)")
+  }
+
   private func send(_ state: String) {
     guard isEnabled else { return }
     _ = sd_notify(0, state)

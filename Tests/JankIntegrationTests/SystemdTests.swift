@@ -42,6 +42,40 @@ import Testing
     #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") }, "\(notify.messages.suffix(3))")
   }
 
+  /// An auto-start plugin that must be built first may take its build_timeout_s before
+  /// READY: the supervisor tells systemd so (EXTEND_TIMEOUT_USEC) instead of being killed by
+  /// TimeoutStartSec=. Socket-activation variables never reach plugins either.
+  @Test func aStartUpBuildExtendsTheStartTimeoutAndListenVariablesNeverReachPlugins() async throws {
+    let workspace = try Workspace()
+    let build = #"sleep 0.2; cp src/run.sh bin/run && chmod +x bin/run"#
+    let id = try workspace.addPlugin(
+      "built", script: nil,
+      extra: #","auto_start":true,"build_timeout_s":120,"start_timeout_ms":5000,"build":{"command":["sh","-c","\#(build)"],"sources":["src/**"]}"#)
+    try FileManager.default.createDirectory(atPath: workspace.plugins + "/built/src", withIntermediateDirectories: true)
+    try "#!/bin/sh\nexec '\(Binaries.helloWorld)' \"$@\"\n".write(toFile: workspace.plugins + "/built/src/run.sh", atomically: true, encoding: .utf8)
+    let notify = try NotifySocket(path: workspace.root + "/notify.sock")
+    defer { notify.close() }
+    let supervisor = try await SupervisorProcess(
+      workspace, environment: ["NOTIFY_SOCKET": notify.path, "LISTEN_FDS": "0", "LISTEN_PID": "1", "LISTEN_FDNAMES": "none"])
+    defer { supervisor.terminate() }
+
+    #expect(await eventually(timeout: .seconds(15)) { notify.messages.contains { $0.hasPrefix("READY=1") } }, "\(notify.messages)")
+    let messages = notify.messages
+    let extend = messages.firstIndex { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") }
+    let ready = messages.firstIndex { $0.hasPrefix("READY=1") }
+    // 120 s of build, 5 s of start and 10 s of margin.
+    #expect(extend.map { messages[$0] } == "EXTEND_TIMEOUT_USEC=135000000", "\(messages)")
+    #expect(extend != nil && ready != nil && extend! < ready!, "\(messages)")
+    #expect(messages[ready!].contains("STATUS=1 ready"), "\(messages)")
+
+    let client = try await ControlClient.connect(path: workspace.socket)
+    let pid = try #require(try await client.call(ControlMethods.get, PluginIDParams(id: id)).pid)
+    await client.close()
+    let environ = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
+    #expect(!environ.contains("LISTEN_"))
+    #expect(!environ.contains("NOTIFY_SOCKET"))
+  }
+
   @Test func aStalledEngineStopsTheWatchdogPings() async throws {
     let workspace = try Workspace()
     let notify = try NotifySocket(path: workspace.root + "/notify.sock")
