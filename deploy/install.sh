@@ -18,6 +18,19 @@ systemd-sysusers /usr/lib/sysusers.d/jank.conf
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/jank.conf
 [ -e /etc/jank/jank.env ] || install -m 0640 -g jank deploy/jank.env /etc/jank/jank.env
 install -m 0644 deploy/jank-supervisor.service deploy/jank-api.service /etc/systemd/system/
+# Per-plugin cgroups need the memory, cpu and pids controllers delegated to the supervisor.
+# systemd delegates v2 controllers to the jank user, but on a legacy or hybrid hierarchy
+# only name=systemd: there the supervisor runs as root (see the drop-in's comment).
+dropin=/etc/systemd/system/jank-supervisor.service.d
+controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || true)
+if [[ " $controllers " == *" memory "* && " $controllers " == *" cpu "* && " $controllers " == *" pids "* ]]; then
+  rm -f "$dropin/cgroup-v1-root.conf"
+else
+  install -d "$dropin"
+  install -m 0644 deploy/jank-supervisor.service.d/cgroup-v1-root.conf "$dropin/"
+  echo "cgroup v2 has no memory/cpu/pids controllers here: jank-supervisor runs as root so that" \
+    "plugins keep their cgroup limits ($dropin/cgroup-v1-root.conf; remove it to run as jank)"
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable --now jank-supervisor.service jank-api.service

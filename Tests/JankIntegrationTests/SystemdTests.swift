@@ -99,7 +99,7 @@ import Testing
     let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
       .appendingPathComponent("deploy").path
     let directory = try Workspace().root
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(atPath: directory + "/jank-supervisor.service.d", withIntermediateDirectories: true)
     var units: [String] = []
     for name in ["jank-supervisor.service", "jank-api.service"] {
       // verify checks that ExecStart exists: point it at the binaries just built.
@@ -107,16 +107,49 @@ import Testing
         .replacingOccurrences(of: "/usr/local/bin/", with: Binaries.directory + "/")
       try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
       units.append(directory + "/" + name)
-      #expect(text.contains("Type=") && text.contains("ExecStart="))
     }
+    // The drop-in install.sh adds on cgroup v1 hosts; verify reads it from beside the unit.
+    try FileManager.default.copyItem(
+      atPath: deploy + "/jank-supervisor.service.d/cgroup-v1-root.conf", toPath: directory + "/jank-supervisor.service.d/cgroup-v1-root.conf")
+
     let supervisorUnit = try String(contentsOfFile: deploy + "/jank-supervisor.service", encoding: .utf8)
-    for setting in ["Type=notify", "WatchdogSec=", "Delegate=yes", "KillMode=mixed"] {
-      #expect(supervisorUnit.contains(setting), "jank-supervisor.service lacks \(setting)")
+    for setting in [
+      "Type=notify", "WatchdogSec=", "Restart=on-failure", "Delegate=yes", "KillMode=mixed", "StateDirectory=jank", "RuntimeDirectory=jank",
+      "NoNewPrivileges=yes", "ProtectSystem=strict",
+    ] {
+      #expect(supervisorUnit.contains("\n" + setting), "jank-supervisor.service lacks \(setting)")
     }
+    // Plugins' cgroups live in the delegated subtree: it must stay writable.
+    #expect(!supervisorUnit.contains("\nProtectControlGroups=yes"))
+    let apiUnit = try String(contentsOfFile: deploy + "/jank-api.service", encoding: .utf8)
+    for setting in [
+      "After=jank-supervisor.service", "DynamicUser=yes", "SupplementaryGroups=jank", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
+      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service", "CapabilityBoundingSet=",
+    ] {
+      #expect(apiUnit.contains("\n" + setting), "jank-api.service lacks \(setting)")
+    }
+
     let result = try await runProgram("/usr/bin/systemd-analyze", ["verify"] + units)
     #expect(result.status == 0)
     // verify reports problems on stderr but still exits 0 for many of them.
     #expect(result.stderr.isEmpty && result.stdout.isEmpty, "\(result.stdout)\(result.stderr)")
+
+    // The sysusers.d and tmpfiles.d entries, applied to an empty root: the jank user, then
+    // the folders the units expect, owned by it.
+    let root = directory + "/root"
+    try FileManager.default.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
+    for file in ["passwd", "group", "shadow", "gshadow"] { FileManager.default.createFile(atPath: root + "/etc/" + file, contents: nil) }
+    let users = try await runProgram("/usr/bin/systemd-sysusers", ["--root=" + root, deploy + "/jank.sysusers.conf"])
+    #expect(users.status == 0, "\(users.stderr)")
+    let passwd = try String(contentsOfFile: root + "/etc/passwd", encoding: .utf8)
+    let jank = try #require(passwd.split(separator: "\n").first { $0.hasPrefix("jank:") }, "\(passwd)")
+    let uid = try #require(UInt32(jank.split(separator: ":")[2]))
+    let tmpfiles = try await runProgram("/usr/bin/systemd-tmpfiles", ["--create", "--root=" + root, deploy + "/jank.tmpfiles.conf"])
+    #expect(tmpfiles.status == 0 && tmpfiles.stderr.isEmpty, "\(tmpfiles.stderr)")
+    for folder in ["/var/lib/jank", "/var/lib/jank/plugins"] {
+      var info = stat()
+      #expect(stat(root + folder, &info) == 0 && info.st_uid == uid && info.st_mode & 0o777 == 0o750, "\(folder)")
+    }
   }
 }
 
