@@ -65,7 +65,11 @@ struct PluginLauncher: PluginLaunching {
     case line(String)
     case endOfOutput
     case timedOut
+    case cancelled
   }
+
+  /// A cancelled launch (a stop or restart arrived) ends with this reason, its process killed.
+  static let cancelledMessage = "the start was cancelled: the plugin was stopped or restarted before it finished starting"
 
   func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
     let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
@@ -119,7 +123,7 @@ struct PluginLauncher: PluginLaunching {
       switch await handshakeLine.wait(until: deadline) {
       case .some(.some(let line)): .line(line)
       case .some(.none): .endOfOutput
-      case .none: .timedOut
+      case .none: Task.isCancelled ? .cancelled : .timedOut
       }
 
     func fail(_ reason: LastExit.Reason, _ message: String) async -> LaunchFailure {
@@ -131,6 +135,8 @@ struct PluginLauncher: PluginLaunching {
     }
 
     switch event {
+    case .cancelled:
+      throw await fail(.stopped, Self.cancelledMessage)
     case .timedOut:
       throw await fail(.startTimeout, "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first")
     case .endOfOutput:
@@ -148,16 +154,31 @@ struct PluginLauncher: PluginLaunching {
       } catch {
         throw await fail(.handshakeFailed, "\(error)")
       }
-      do {
-        let connection: any PluginConnection =
-          if handshake.protocol == Frame.protocolName {
-            try await FramePluginConnection.connect(handshake: handshake, deadline: deadline, group: eventLoopGroup)
-          } else {
-            try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
-          }
+      // Connecting may take until the deadline (a plugin that never answers its health
+      // check); it runs in a task of its own so that a cancelled launch does not wait for it.
+      let connected = OneShot<Result<any PluginConnection, any Error>>()
+      Task { [eventLoopGroup] in
+        do {
+          let connection: any PluginConnection =
+            if handshake.protocol == Frame.protocolName {
+              try await FramePluginConnection.connect(handshake: handshake, deadline: deadline, group: eventLoopGroup)
+            } else {
+              try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
+            }
+          connected.deliver(.success(connection))
+        } catch {
+          connected.deliver(.failure(error))
+        }
+      }
+      switch await connected.wait() {
+      case .some(.success(let connection)):
         return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake, cgroup: cgroup, limitsNote: limitsNote)
-      } catch {
+      case .some(.failure(let error)):
         throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")
+      case .none:
+        // Cancelled: the connection, should it still come, is closed.
+        Task { if case .success(let connection)? = await connected.wait() { connection.close() } }
+        throw await fail(.stopped, Self.cancelledMessage)
       }
     }
   }

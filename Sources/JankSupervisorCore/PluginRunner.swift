@@ -23,8 +23,11 @@ actor PluginRunner {
   var status: PluginStatus = .stopped
   var wantsRunning = false
   var current: Running?
+  /// The launch in progress (build, spawn, handshake); a stop or restart cancels it.
   var starting: Task<Void, Never>?
   var stopping = false
+  /// Set by the supervisor's shutdown: the plugin is never started again.
+  var retired = false
   private var generation = 0
   var inFlight = 0
   /// Calls in flight per process, so a hot swap can let the old process finish its own.
@@ -108,6 +111,7 @@ actor PluginRunner {
   /// Starts the plugin (building it first when its binary is missing) and returns once it
   /// is ready or has failed. Concurrent calls join the same start.
   func start() async -> PluginInfo {
+    guard !retired else { return info }
     wantsRunning = true
     if current != nil { return info }
     if let starting {
@@ -129,7 +133,18 @@ actor PluginRunner {
     let task = Task { await self.launch(checkSources: checkSources) }
     starting = task
     await task.value
-    starting = nil
+    if starting == task { starting = nil }
+  }
+
+  /// Cancels the launch in progress and waits for it to wind down, which is prompt: a
+  /// half-started process is killed with its group, and a build is no longer waited for
+  /// (it runs on to its own end, bounded by build_timeout_s; its result is not used).
+  /// The caller decides the status that follows.
+  func cancelLaunch() async {
+    guard let task = starting else { return }
+    task.cancel()
+    await task.value
+    if starting == task { starting = nil }
   }
 
   private func launch(checkSources: Bool) async {
@@ -137,17 +152,13 @@ actor PluginRunner {
     setStatus(.starting)
     // Built when missing, or when its sources changed since the last build.
     if access(directory + "/" + manifest.binary, X_OK) != 0 || (checkSources && BuildFingerprint.needsBuild(manifest: manifest, directory: directory)) {
-      do {
-        _ = try await builder.build(id: id, manifest: manifest, directory: directory)
-      } catch {
+      guard let built = await buildUnlessCancelled() else { return }
+      if case .failure(let error) = built {
         fail("\(error)")
         return
       }
     }
-    guard wantsRunning else {
-      setStatus(.stopped)
-      return
-    }
+    guard wantsRunning, !Task.isCancelled else { return }
     do {
       try prepareSocketDirectory()
     } catch {
@@ -158,16 +169,33 @@ actor PluginRunner {
     do {
       launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
     } catch {
-      lastExit = LastExit(reason: error.reason, exit: error.exit)
       removeSocketDirectory()
+      lastExit = LastExit(reason: error.reason, exit: error.exit)
+      // A stop or restart cancelled this start: not a failure, the restart policy stays out of it.
+      guard error.reason != .stopped, !Task.isCancelled else { return }
       ended(reason: error.reason, code: error.exit?.code, uptime: nil, message: "start failed: \(error.message)")
       return
     }
     install(launched)
-    if !wantsRunning {
-      // A stop arrived while we were starting.
+    if !wantsRunning || Task.isCancelled {
+      // The stop arrived just as the start finished.
       await stopProcess()
     }
+  }
+
+  /// The build, or nil when the launch is cancelled first. The builder cannot be
+  /// interrupted, so a cancelled launch stops waiting for it instead.
+  private func buildUnlessCancelled() async -> Result<Void, any Error>? {
+    let outcome = OneShot<Result<Void, any Error>>()
+    Task { [builder, id, manifest, directory] in
+      do {
+        _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+        outcome.deliver(.success(()))
+      } catch {
+        outcome.deliver(.failure(error))
+      }
+    }
+    return await outcome.wait()
   }
 
   /// Makes a launched process the current one: new calls go to it, its exit and health
@@ -298,74 +326,19 @@ actor PluginRunner {
     nextRestartAt = nil
   }
 
-  /// An operator's restart: stop the process if there is one, then start afresh (leaves
-  /// `error` and `backoff` with a fresh restart budget, like `start`).
+  /// An operator's restart: stop the process if there is one (or cancel its start), then
+  /// start afresh (leaves `error` and `backoff` with a fresh restart budget, like `start`).
   func restart() async -> PluginInfo {
+    guard !retired else { return info }
     wantsRunning = true
     cancelRestartTimer()
-    if let starting { await starting.value }
+    await cancelLaunch()
     if current != nil {
       await stopProcess()
       restarts += 1
       metrics.restarted(pluginID: id)
     }
     return await start()
-  }
-
-  // MARK: stop
-
-  /// go-plugin's stop sequence: Shutdown RPC, wait, SIGTERM to the group, 1 s, SIGKILL.
-  func stop() async -> PluginInfo {
-    wantsRunning = false
-    cancelRestartTimer()
-    if let starting { await starting.value }
-    if current != nil {
-      await stopProcess()
-      setStatus(.stopped)
-    } else if status != .error {
-      setStatus(.stopped)
-    }
-    return info
-  }
-
-  func stopProcess() async {
-    guard let running = current, !stopping else { return }
-    stopping = true
-    healthWatch?.cancel()
-    healthWatch = nil
-    defer { stopping = false }
-    let exit = await terminate(running)
-    current = nil
-    removeSocketDirectory()
-    lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())
-    setStatus(.stopped)
-    logger.info("plugin stopped", metadata: ["plugin_id": "\(id)"])
-  }
-
-  /// go-plugin's stop sequence for one process: Shutdown RPC, `stop_timeout_ms`, SIGTERM to
-  /// its group, 1 s, SIGKILL; then whatever is left in its group and cgroup.
-  func terminate(_ running: Running) async -> ExitStatus? {
-    let grace = Duration.milliseconds(manifest.stopTimeoutMs)
-    await running.connection.shutdown(timeout: grace)
-    var exit = await Self.waitForExit(running.pid, within: grace)
-    if exit == nil {
-      kill(-running.pid, SIGTERM)
-      exit = await Self.waitForExit(running.pid, within: .seconds(1))
-    }
-    if exit == nil {
-      kill(-running.pid, SIGKILL)
-      exit = await ProcessReaper.shared.waitForExit(pid: running.pid)
-    }
-    kill(-running.pid, SIGKILL)  // any child the plugin left in its group
-    running.cgroup?.remove()  // and any that left the group
-    ProcessReaper.shared.forget(pid: running.pid)
-    running.connection.close()
-    if let socket = running.socketPath { unlink(socket) }
-    return exit
-  }
-
-  static func waitForExit(_ pid: pid_t, within timeout: Duration) async -> ExitStatus? {
-    await ProcessReaper.shared.waitForExit(pid: pid, within: timeout)
   }
 
   // MARK: socket directory
@@ -375,7 +348,7 @@ actor PluginRunner {
     try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
   }
 
-  private func removeSocketDirectory() {
+  func removeSocketDirectory() {
     try? FileManager.default.removeItem(atPath: socketDirectory)
   }
 }

@@ -5,6 +5,7 @@ public import JankJSON
 public import Logging
 public import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// Where the supervisor finds plugins and keeps its state.
@@ -60,6 +61,9 @@ public actor Supervisor {
   private var sourceWatcher: SourceWatcher?
   private var sourceChangeTask: Task<Void, Never>?
   private let startedAt = ContinuousClock.now
+  /// Stops every plugin once; set by the first shutdown request (SIGTERM/SIGINT or
+  /// `stopAll`), after which nothing new is registered or started.
+  private var shutdown: Task<Void, Never>?
 
   public init(configuration: SupervisorConfiguration, logger: Logger) {
     self.configuration = configuration
@@ -110,19 +114,34 @@ public actor Supervisor {
       if entry.running { toStart.append(runner) }
     }
     persist()
-    await withTaskGroup(of: Void.self) { group in
-      for runner in toStart { group.addTask { _ = await runner.start() } }
+    await cancellingStartsOnShutdown {
+      await withTaskGroup(of: Void.self) { group in
+        for runner in toStart { group.addTask { _ = await runner.start() } }
+      }
     }
   }
 
   /// Registers and starts every valid `auto_start` plugin, all at once.
   public func startAutoStartPlugins() async {
     let candidates = discover().filter { $0.manifest?.autoStart == true && $0.status != .incomplete }
-    await withTaskGroup(of: Void.self) { group in
-      for plugin in candidates {
-        guard let id = plugin.manifest?.id else { continue }
-        group.addTask { _ = try? await self.register(id: id) }
+    await cancellingStartsOnShutdown {
+      await withTaskGroup(of: Void.self) { group in
+        for plugin in candidates {
+          guard let id = plugin.manifest?.id else { continue }
+          group.addTask { _ = try? await self.register(id: id) }
+        }
       }
+    }
+  }
+
+  /// Runs the start-up starts so that a SIGTERM/SIGINT arriving meanwhile (a plugin may take
+  /// start_timeout_ms to start, or a build minutes) begins the shutdown at once: the
+  /// starts are cancelled instead of waited for.
+  private func cancellingStartsOnShutdown(_ body: () async -> Void) async {
+    await withGracefulShutdownHandler {
+      await body()
+    } onGracefulShutdown: {
+      Task { await self.beginShutdown() }
     }
   }
 
@@ -147,6 +166,7 @@ public actor Supervisor {
 
   public func register(id: String, rebuild: Bool = false) async throws -> PluginInfo {
     try Self.validate(id: id)
+    try refuseWhenShuttingDown()
     if let existing = runners[id] {
       throw ControlError(.conflict, "plugin \(id) is already registered (status \(await existing.info.status.rawValue)); use start, stop or restart", details: ["id": .string(id)])
     }
@@ -188,7 +208,8 @@ public actor Supervisor {
   }
 
   public func start(id: String) async throws -> PluginInfo {
-    try await record(id, running: true).start()
+    try refuseWhenShuttingDown()
+    return try await record(id, running: true).start()
   }
 
   public func stop(id: String) async throws -> PluginInfo {
@@ -196,7 +217,14 @@ public actor Supervisor {
   }
 
   public func restart(id: String) async throws -> PluginInfo {
-    try await record(id, running: true).restart()
+    try refuseWhenShuttingDown()
+    return try await record(id, running: true).restart()
+  }
+
+  private func refuseWhenShuttingDown() throws {
+    guard shutdown == nil else {
+      throw ControlError(.unavailable, "the supervisor is shutting down and starts no plugin; retry once it is back")
+    }
   }
 
   public func build(id: String) async throws -> PluginInfo {
@@ -289,15 +317,26 @@ public actor Supervisor {
     Thread.sleep(forTimeInterval: duration.seconds)
   }
 
-  /// Stops every plugin in parallel (supervisor shutdown).
+  /// Stops every plugin in parallel (supervisor shutdown): each stop takes at most one stop
+  /// sequence, and a plugin still starting has its start cancelled.
   public func stopAll() async {
-    let all = Array(runners.values)
-    await withTaskGroup(of: Void.self) { group in
-      for runner in all { group.addTask { _ = await runner.stop() } }
-    }
+    await beginShutdown()
     cgroups.removeInstanceDirectories()
     sourceWatcher?.close()
     sourceChangeTask?.cancel()
+  }
+
+  /// Starts stopping every plugin (once) and waits until they all are.
+  private func beginShutdown() async {
+    if shutdown == nil {
+      let all = Array(runners.values)
+      shutdown = Task {
+        await withTaskGroup(of: Void.self) { group in
+          for runner in all { group.addTask { _ = await runner.retire() } }
+        }
+      }
+    }
+    await shutdown?.value
   }
 
   // MARK: helpers
@@ -375,25 +414,5 @@ public actor Supervisor {
     // Leave room for the plugin's own file name (about 40 bytes) within the 107-byte limit.
     if preferred.utf8.count <= 60 { return preferred }
     return "/tmp/jank-\(getuid())-\(getpid())/\(nextSocketIndex)"
-  }
-}
-
-extension Supervisor {
-  /// The control methods this supervisor serves.
-  public nonisolated func makeRouter() -> ControlRouter {
-    var router = ControlRouter()
-    router.register(ControlMethods.list) { await self.list(status: $0.status) }
-    router.register(ControlMethods.get) { try await self.get(id: $0.id) }
-    router.register(ControlMethods.register) { try await self.register(id: $0.id, rebuild: $0.rebuild ?? false) }
-    router.register(ControlMethods.unregister) { try await self.unregister(id: $0.id) }
-    router.register(ControlMethods.start) { try await self.start(id: $0.id) }
-    router.register(ControlMethods.stop) { try await self.stop(id: $0.id) }
-    router.register(ControlMethods.execute) { try await self.execute(id: $0.id, method: $0.method, args: $0.args ?? [:], timeoutMs: $0.timeoutMs) }
-    router.register(ControlMethods.restart) { try await self.restart(id: $0.id) }
-    router.register(ControlMethods.build) { try await self.build(id: $0.id) }
-    router.register(ControlMethods.logs) { try await self.logs($0) }
-    router.register(ControlMethods.status) { _ in await self.status() }
-    router.register(ControlMethods.metrics) { _ in MetricsResult(text: await self.metricsText()) }
-    return router
   }
 }

@@ -175,7 +175,8 @@ import Testing
     #expect(!result.stderr.isEmpty)
   }
 
-  @Test func sigtermStopsEveryPluginAndRemovesTheSocket() async throws {
+  @Test(arguments: [SIGTERM, SIGINT])
+  func sigtermOrSigintStopsEveryPluginAndRemovesTheSocket(_ signal: Int32) async throws {
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
     let supervisor = try await SupervisorProcess(workspace)
@@ -183,10 +184,103 @@ import Testing
       (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready"
     })
     let pid = try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)
-    supervisor.terminate()
+    kill(supervisor.pid, signal)
+    // (Process's termination fields must not be read while it runs.)
+    try #require(await supervisor.exited(within: .seconds(10)), "the supervisor did not exit after signal \(signal)")
+    #expect(supervisor.process.terminationReason == .exit)
     #expect(supervisor.process.terminationStatus == 0)
     #expect(processIsGone(Int(pid)))
     #expect(!FileManager.default.fileExists(atPath: workspace.socket))
+  }
+
+  /// Frozen plugins (SIGSTOP: no Shutdown answer, SIGTERM pending) get one stop sequence
+  /// each, all at once: stop_timeout_ms for Shutdown and exit together, SIGTERM, 1 s,
+  /// SIGKILL. So the supervisor is gone within stop_timeout_ms + 2 s however many there are
+  /// (one after the other, three would take 3 × 4 s).
+  @Test(arguments: [1, 3])
+  func sigtermWithFrozenPluginsExitsWithinOneStopSequence(_ count: Int) async throws {
+    let workspace = try Workspace()
+    let stopTimeout = Duration.milliseconds(3000)
+    let ids = try (1...count).map { try workspace.addFaultPlugin("frozen\($0)", extra: #","auto_start":true,"stop_timeout_ms":3000"#) }
+    let supervisor = try await SupervisorProcess(workspace)
+    var pids: [Int] = []
+    for id in ids {
+      #expect(await eventually(timeout: .seconds(15)) { (try? await jankctlJSON(workspace, ["get", id]).1["status"]) == "ready" })
+      pids.append(Int(try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)))
+    }
+    for pid in pids { kill(pid_t(pid), SIGSTOP) }
+    let clock = ContinuousClock()
+    let begin = clock.now
+    kill(supervisor.pid, SIGTERM)
+    let exited = await supervisor.exited(within: .seconds(30))
+    let took = clock.now - begin
+    if !exited { supervisor.killHard() }
+    try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
+    #expect(supervisor.process.terminationStatus == 0)
+    #expect(took < stopTimeout + .seconds(2), "shutdown took \(took), more than stop_timeout_ms + 2 s")
+    #expect(took >= stopTimeout, "the plugins did not get their stop_timeout_ms: \(took)")
+    #expect(pids.allSatisfy { processIsGone($0) }, "a frozen plugin survived the shutdown")
+    #expect(!FileManager.default.fileExists(atPath: workspace.socket))
+  }
+
+  /// A slow start (handshake line 60 s away) and a long build: SIGTERM cancels both instead
+  /// of waiting for them.
+  @Test func sigtermDuringASlowStartAndABuildExitsPromptlyAndLeavesNothing() async throws {
+    let workspace = try Workspace()
+    let pidFile = workspace.root + "/slow.pid"
+    let slow = try workspace.addPlugin(
+      "slow", script: "FAULT_SLOW_START_MS=60000 FAULT_PID_FILE='\(pidFile)' exec '\(Binaries.faultPlugin)'",
+      extra: #","auto_start":true,"start_timeout_ms":90000"#)
+    let building = try workspace.addPlugin("building", script: nil, extra: #","auto_start":true,"build":{"command":["sleep","120"]}"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    #expect(await eventually(timeout: .seconds(15)) { FileManager.default.fileExists(atPath: pidFile) })
+    #expect(try await jankctlJSON(workspace, ["get", slow]).1["status"] == "starting")
+    #expect(try await jankctlJSON(workspace, ["get", building]).1["status"] == "starting")
+    let pluginPID = try #require(Int((try String(contentsOfFile: pidFile, encoding: .utf8)).split(separator: "\n").first ?? ""))
+    // The build runs in the plugin's folder too.
+    #expect(await eventually { processes(workingIn: workspace.plugins).subtracting([Int32(pluginPID)]).count == 1 }, "the build did not start")
+    let clock = ContinuousClock()
+    let begin = clock.now
+    kill(supervisor.pid, SIGTERM)
+    let exited = await supervisor.exited(within: .seconds(30))
+    let took = clock.now - begin
+    if !exited { supervisor.killHard() }
+    try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
+    #expect(supervisor.process.terminationStatus == 0)
+    #expect(took < .seconds(5), "shutdown waited for the slow start or the build: \(took)")
+    #expect(await eventually(timeout: .seconds(2)) { processIsGone(pluginPID) }, "the half-started plugin survived")
+    #expect(await eventually(timeout: .seconds(2)) { processes(workingIn: workspace.plugins).isEmpty }, "left running: \(processes(workingIn: workspace.plugins))")
+    #expect(!FileManager.default.fileExists(atPath: workspace.socket))
+  }
+
+  @Test func jankctlStopDuringASlowStartReturnsPromptly() async throws {
+    let workspace = try Workspace()
+    let pidFile = workspace.root + "/slow.pid"
+    let id = try workspace.addPlugin(
+      "slow", script: "FAULT_SLOW_START_MS=60000 FAULT_PID_FILE='\(pidFile)' exec '\(Binaries.faultPlugin)'", extra: #","start_timeout_ms":90000"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+    // The register call waits for the start; it gets its answer when the stop cancels it.
+    let register = Task { try await jankctlJSON(workspace, ["register", id]) }
+    #expect(await eventually(timeout: .seconds(15)) { FileManager.default.fileExists(atPath: pidFile) })
+    #expect(try await jankctlJSON(workspace, ["get", id]).1["status"] == "starting")
+    let pluginPID = try #require(Int((try String(contentsOfFile: pidFile, encoding: .utf8)).split(separator: "\n").first ?? ""))
+    let clock = ContinuousClock()
+    let begin = clock.now
+    let (status, stopped) = try await jankctlJSON(workspace, ["stop", id])
+    let took = clock.now - begin
+    #expect(status == 0)
+    #expect(stopped["status"] == "stopped")
+    #expect(stopped["desired"] == "stopped")
+    #expect(took < .seconds(5), "stop waited for the slow start: \(took)")
+    #expect(await eventually(timeout: .seconds(2)) { processIsGone(pluginPID) }, "the half-started plugin survived the stop")
+    let (_, registered) = try await register.value
+    #expect(registered["status"] == "stopped", "\(registered)")
+    // Not in backoff, not restarted: a cancelled start is no crash.
+    try await Task.sleep(for: .milliseconds(500))
+    let after = try await jankctlJSON(workspace, ["get", id]).1
+    #expect(after["status"] == "stopped")
+    #expect(after["restarts"] == 0)
   }
 }
 
@@ -204,5 +298,12 @@ import Testing
       #expect(result.status == 1, "\(result.stderr)")
       #expect(result.stderr.contains("permission denied: uid 65534"), "\(result.stderr)")
     }
+  }
+}
+
+extension SupervisorProcess {
+  /// Waits for the process to end without blocking a thread (a signal was sent to it).
+  func exited(within timeout: Duration) async -> Bool {
+    await eventually(timeout: timeout) { !self.process.isRunning }
   }
 }

@@ -176,5 +176,15 @@ func badHandshakeIfItsTime() {
   exit(0)
 }
 
+/// `FAULT_SLOW_START_MS=N`: a slow start-up, N ms before the handshake line (the pid goes
+/// to `FAULT_PID_FILE` first, so a test can check the process is gone after a cancelled start).
+func slowStartIfAsked() {
+  let environment = ProcessInfo.processInfo.environment
+  guard let ms = environment["FAULT_SLOW_START_MS"].flatMap(Int.init) else { return }
+  if let pidFile = environment["FAULT_PID_FILE"] { appendLine(to: pidFile, "\(getpid())") }
+  usleep(UInt32(clamping: ms * 1000))
+}
+
 badHandshakeIfItsTime()
+slowStartIfAsked()
 await serve(FaultPlugin())
