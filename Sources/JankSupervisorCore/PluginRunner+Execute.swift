@@ -27,8 +27,13 @@ extension PluginRunner {
   /// The running process to send a call to, waiting within the deadline for a plugin that is
   /// (re)starting; fails at once when it is stopped, in error or at its concurrency cap.
   private func readyProcess(before deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Running {
-    if let readiness, status == .starting || status == .backoff, await readiness.wait(until: deadline) == nil {
-      throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout.readable); it is \(status.rawValue)" + lastErrorSuffix)
+    // A loop: the plugin can become ready and crash again before this call gets its turn,
+    // and then it is worth waiting for the next restart, deadline permitting.
+    while status == .starting || status == .backoff, let readiness {
+      guard await readiness.wait(until: deadline) != nil else {
+        throw ControlError(.timeout, "plugin \(id) did not become ready within \(timeout.readable); it is \(status.rawValue)" + lastErrorSuffix)
+      }
+      await afterReadinessWait?(current?.pid)
     }
     guard let running = current, status == .ready || status == .running else {
       throw ControlError(.unavailable, "plugin \(id) is \(status.rawValue), not running; start it with `jankctl start \(id)`" + lastErrorSuffix)

@@ -48,6 +48,13 @@ actor PluginRunner {
   var readiness: OneShot<Bool>?
   var lastExit: LastExit?
   var lastError: String?
+  /// Test hook: runs after a call's wait for readiness ended, with the ready process's pid
+  /// (a test kills it there to crash the plugin between ready and the call's send).
+  var afterReadinessWait: (@Sendable (pid_t?) async -> Void)?
+
+  func setAfterReadinessWait(_ hook: (@Sendable (pid_t?) async -> Void)?) {
+    afterReadinessWait = hook
+  }
 
   struct Running {
     var generation: Int

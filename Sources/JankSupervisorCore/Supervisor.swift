@@ -339,6 +339,12 @@ public actor Supervisor {
     await shutdown?.value
   }
 
+  /// Test hook: runs `hook` after any call to plugin `id` finished waiting for it to be
+  /// ready, with the pid of the process it found (see `PluginRunner.afterReadinessWait`).
+  public func afterReadinessWaitForTesting(id: String, _ hook: (@Sendable (pid_t?) async -> Void)?) async throws {
+    try await runner(id).setAfterReadinessWait(hook)
+  }
+
   // MARK: helpers
 
   /// A registered plugin's sources changed (debounced): rebuild and hot-swap it when it runs

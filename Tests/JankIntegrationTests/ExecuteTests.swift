@@ -1,6 +1,7 @@
 import Foundation
 import JankControl
 import JankJSON
+import Synchronization
 import Testing
 
 /// Execute discipline: deadlines, the concurrency cap, crashes mid-call.
@@ -113,10 +114,13 @@ import Testing
     }
   }
 
-  @Test func anUndeliveredCallIsSentOnceMoreAfterTheRestartAndADeliveredOneNever() async throws {
+  /// On both transports (gRPC sees a dropped connection differently from jank-frame).
+  @Test(arguments: TransportContractTests.Transport.allCases)
+  func anUndeliveredCallIsSentOnceMoreAfterTheRestartAndADeliveredOneNever(_ transport: TransportContractTests.Transport) async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":20}"#)
+      let id = try workspace.addFaultPlugin(extra: transport.manifestField + #","restart":{"initial_delay_ms":20}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      #expect(info.transport == transport.rawValue)
       let oldPID = try #require(info.pid)
       let marker = workspace.root + "/drop-marker"
 
@@ -136,6 +140,67 @@ import Testing
       #expect(Int(newPID) != oldPID)
       let runs = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n")
       #expect(runs == ["drop-connection \(oldPID)"])
+    }
+  }
+
+  /// `starting`, not only `backoff`: a call that arrives during a slow start waits for it.
+  @Test func aCallDuringASlowStartWaitsForReadyWithinItsDeadline() async throws {
+    try await withSupervisor { workspace, running in
+      let pidFile = workspace.root + "/slow.pid"
+      let id = try workspace.addPlugin("slow", script: "FAULT_SLOW_START_MS=2000 FAULT_PID_FILE='\(pidFile)' exec '\(Binaries.faultPlugin)'")
+      let register = Task { try await running.client.call(ControlMethods.register, RegisterParams(id: id)) }
+      #expect(await eventually(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: pidFile) })
+      #expect(try await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status == .starting)
+      do {
+        _ = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "echo", timeoutMs: 100))
+        Issue.record("a call succeeded while the plugin was starting")
+      } catch let error as ControlError {
+        #expect(error.kind == .timeout)
+        #expect(error.message.contains("starting"), "\(error.message)")
+      }
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000))
+      let started = try await register.value
+      #expect(started.status == .ready)
+      #expect(answer.data["pid"]?.numberValue.map { Int($0) } == started.pid)
+    }
+  }
+
+  /// The plugin becomes ready and crashes again before the waiting call is sent (the test
+  /// hook kills the new process in that gap, and waits until the supervisor saw the
+  /// crash): the call waits for the next restart instead of failing.
+  @Test func aCallWaitsAgainWhenThePluginCrashesBetweenReadyAndTheSend() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":300,"max_delay_ms":300}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let first = try #require(info.pid)
+      let killed = FirstPID()
+      let supervisor = running.supervisor
+      try await supervisor.afterReadinessWaitForTesting(id: id) { pid in
+        guard let pid, killed.claim(pid) else { return }
+        kill(pid, SIGKILL)
+        _ = await eventually { (try? await supervisor.get(id: id))?.status == .backoff }
+      }
+      kill(pid_t(first), SIGKILL)
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .backoff })
+      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000))
+      let second = try #require(killed.pid, "the hook never ran: the call did not wait for readiness")
+      let third = try #require(answer.data["pid"]?.numberValue.map { Int($0) })
+      #expect(third != first && third != Int(second))
+      #expect(try await running.client.call(ControlMethods.get, PluginIDParams(id: id)).restarts == 2)
+    }
+  }
+}
+
+/// The first pid offered, kept; later ones refused.
+final class FirstPID: Sendable {
+  private let value = Mutex<pid_t?>(nil)
+  var pid: pid_t? { value.withLock { $0 } }
+
+  func claim(_ pid: pid_t) -> Bool {
+    value.withLock { first in
+      guard first == nil else { return false }
+      first = pid
+      return true
     }
   }
 }
