@@ -105,7 +105,7 @@ actor PluginRunner {
       autoStart: manifest.autoStart, pid: current.map { Int($0.pid) },
       startedAt: current.map { ISO8601.format($0.startedAt) },
       uptimeSeconds: current.map { ($0.startedAtMonotonic.duration(to: .now)).seconds },
-      restarts: restarts, consecutiveFailures: planner.consecutiveFailures, inFlight: inFlight,
+      restarts: restarts, consecutiveFailures: planner.consecutiveFailures(upFor: current?.startedAtMonotonic.duration(to: .now)), inFlight: inFlight,
       lastExit: lastExit, lastError: lastError, nextRestartAt: nextRestartAt.map(ISO8601.format), transport: current?.connection.transportName,
       limits: manifest.limits.isEmpty ? nil : .object(manifest.limits),
       limitsEnforced: current.map { $0.cgroup.map { "cgroup-v\($0.version)" } ?? "rlimit-only" },

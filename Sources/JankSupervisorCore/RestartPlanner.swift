@@ -26,6 +26,14 @@ struct RestartPlanner {
     max(.milliseconds(policy.maxDelayMs), .seconds(60))
   }
 
+  /// `consecutive_failures` as the plugin's info shows it: a process up for `stableUptime`
+  /// has reset the count, even though the planner itself only clears it at the next exit.
+  /// - Parameter uptime: how long the current process has been up (nil when none runs).
+  func consecutiveFailures(upFor uptime: Duration?) -> Int {
+    if let uptime, uptime >= stableUptime { return 0 }
+    return consecutiveFailures
+  }
+
   /// - Parameters:
   ///   - uptime: how long the process had been ready (nil when it never got ready).
   ///   - jitter: a number in -1...1; the delay varies by up to ±20 % of the backoff.

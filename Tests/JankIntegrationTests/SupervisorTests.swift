@@ -105,6 +105,38 @@ import Testing
     }
   }
 
+  @Test func startedAtUptimeAndNextRestartAtDescribeWhatIsHappening() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":4000}"#)
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      // started_at: an ISO-8601 time, now (to the second it is written with).
+      let startedAt = try #require(info.startedAt.flatMap { try? Date($0, strategy: .iso8601) }, "started_at \(info.startedAt ?? "nil")")
+      #expect(abs(startedAt.timeIntervalSinceNow) < 5, "started_at \(info.startedAt!) is not now")
+      let uptime = try #require(info.uptimeSeconds)
+      #expect(uptime >= 0 && uptime < 5)
+      #expect(info.nextRestartAt == nil)
+      try await Task.sleep(for: .milliseconds(1100))
+      let later = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(try #require(later.uptimeSeconds) >= uptime + 1, "uptime did not grow: \(uptime) -> \(later.uptimeSeconds ?? -1)")
+      #expect(later.startedAt == info.startedAt)
+
+      // In backoff: no process, so no uptime; next_restart_at is ahead (4 s ± 20 %).
+      kill(pid_t(try #require(info.pid)), SIGKILL)
+      #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status) == .backoff })
+      let waiting = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      let next = try #require(waiting.nextRestartAt.flatMap { try? Date($0, strategy: .iso8601) }, "next_restart_at \(waiting.nextRestartAt ?? "nil")")
+      #expect(next > Date(), "next_restart_at \(waiting.nextRestartAt!) is not in the future")
+      #expect(next < Date().addingTimeInterval(6))
+      #expect(waiting.pid == nil && waiting.uptimeSeconds == nil && waiting.startedAt == nil)
+
+      let back = try await running.restarted(id, replacing: info.pid)
+      #expect(back.nextRestartAt == nil)
+      let restartedAt = try #require(back.startedAt.flatMap { try? Date($0, strategy: .iso8601) })
+      #expect(restartedAt >= startedAt.addingTimeInterval(3))
+      #expect(try #require(back.uptimeSeconds) < 5)
+    }
+  }
+
   @Test func stopKillsWhatThePluginLeftInItsProcessGroup() async throws {
     try await withSupervisor { workspace, running in
       let id = try workspace.addFaultPlugin()

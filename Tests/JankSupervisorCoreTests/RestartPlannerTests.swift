@@ -43,6 +43,25 @@ import Testing
     #expect(planner.consecutiveFailures == 1)
   }
 
+  /// What the plugin's info shows: the count reads 0 once the current process has been up
+  /// for the stable uptime, before any next crash clears it in the planner.
+  @Test func consecutiveFailuresReadAsResetAfterAStableUptime() {
+    var planner = RestartPlanner(policy: Self.policy(initial: 100, max: 1_000, restarts: 100))
+    _ = planner.processEnded(reason: .signaled, code: nil, uptime: .seconds(1), now: t0, jitter: 0)
+    _ = planner.processEnded(reason: .exited, code: 2, uptime: nil, now: t0 + .seconds(1), jitter: 0)
+    #expect(planner.consecutiveFailures(upFor: nil) == 2, "in backoff, no process")
+    #expect(planner.consecutiveFailures(upFor: .seconds(59)) == 2)
+    #expect(planner.consecutiveFailures(upFor: .seconds(60)) == 0)
+    // A long max_delay_ms stretches the stable uptime.
+    var slow = RestartPlanner(policy: Self.policy(initial: 100, max: 120_000, restarts: 100))
+    _ = slow.processEnded(reason: .signaled, code: nil, uptime: nil, now: t0, jitter: 0)
+    #expect(slow.consecutiveFailures(upFor: .seconds(90)) == 1)
+    #expect(slow.consecutiveFailures(upFor: .seconds(120)) == 0)
+    // Reading changes nothing: the next crash after a stable run starts the backoff over.
+    #expect(planner.processEnded(reason: .signaled, code: nil, uptime: .seconds(61), now: t0 + .seconds(70), jitter: 0) == .restart(after: .milliseconds(100)))
+    #expect(planner.consecutiveFailures(upFor: nil) == 1)
+  }
+
   @Test func tooManyRestartsWithinTheWindowGiveUp() {
     var planner = RestartPlanner(policy: Self.policy(restarts: 3, window: 10))
     for i in 0..<3 {
