@@ -68,13 +68,18 @@ DESCR={400:"Invalid JSON, a missing or wrong field, or an invalid plugin id.",40
  429:"The plugin already has max_concurrency calls in flight; retry shortly.",502:"The plugin answered with its own error, crashed during the call, or (build) its build failed.",
  503:"The supervisor is unreachable (jank-api reconnects by itself), or the plugin is not running.",504:"The call's deadline passed."}
 responses={str(k):{"description":v,"headers":REQID_HEADER,"content":{"application/json":{"schema":{"$ref":"#/components/schemas/ErrorEnvelope"}}}} for k,v in DESCR.items()}
+# 405 belongs to the path rather than to its one operation: every path takes one method and
+# answers any other with 405 and Allow. OpenAPI has no place for "other methods", so each
+# operation lists it.
+responses["405"]={"description":"This path does not take the request's method (e.g. GET /api/plugin/execute); Allow names the one it takes. The operation's own method never gets 405.",
+ "headers":{**REQID_HEADER,"Allow":{"$ref":"#/components/headers/Allow"}},"content":{"application/json":{"schema":{"$ref":"#/components/schemas/ErrorEnvelope"}}}}
 def ok(env, desc):
     return {"description":desc,"headers":REQID_HEADER,"content":{"application/json":{"schema":{"$ref":"#/components/schemas/"+env}}}}
 def errs(*codes):
     return {str(c):{"$ref":"#/components/responses/E%d"%c} for c in codes}
 def op(opid, summary, desc, success, codes, params=None, body=None, security=None):
     o={"operationId":opid,"summary":summary,"description":desc,"parameters":[{"$ref":"#/components/parameters/RequestID"}]+(params or []),
-       "responses":{"200":success, **errs(*codes)}}
+       "responses":{"200":success, **errs(*codes, 405)}}
     if body: o["requestBody"]={"required":True,"content":{"application/json":{"schema":{"$ref":"#/components/schemas/"+body}}}}
     if security is not None: o["security"]=security
     return o
@@ -98,9 +103,9 @@ paths={
  "/api/health":{"get":op("health","jank-api and supervisor status","Needs no token. 503 (with data.api and data.supervisor null) while the supervisor is unreachable.",ok("HealthEnvelope","Both are up."),[503],security=[])},
  "/metrics":{"get":{"operationId":"metrics","summary":"Prometheus metrics","description":"The supervisor's metrics (executes by plugin and outcome, execute latency, restarts, plugins by status) then jank-api's own (requests, latency, jank_supervisor_up).",
      "parameters":[{"$ref":"#/components/parameters/RequestID"}],
-     "responses":{"200":{"description":"Prometheus text exposition 0.0.4.","headers":REQID_HEADER,"content":{"text/plain":{"schema":{"type":"string"}}}},**errs(401)}}},
+     "responses":{"200":{"description":"Prometheus text exposition 0.0.4.","headers":REQID_HEADER,"content":{"text/plain":{"schema":{"type":"string"}}}},**errs(401,405)}}},
  "/api/openapi.json":{"get":{"operationId":"openapi","summary":"This document","parameters":[{"$ref":"#/components/parameters/RequestID"}],
-     "responses":{"200":{"description":"The OpenAPI 3 document of the API.","headers":REQID_HEADER,"content":{"application/json":{"schema":{"type":"object"}}}},**errs(401)}}},
+     "responses":{"200":{"description":"The OpenAPI 3 document of the API.","headers":REQID_HEADER,"content":{"application/json":{"schema":{"type":"object"}}}},**errs(401,405)}}},
 }
 doc={"openapi":"3.0.3",
  "info":{"title":"Jank API","version":"0.1.0","description":
@@ -115,6 +120,7 @@ doc={"openapi":"3.0.3",
  "components":{"schemas":schemas,
    "securitySchemes":{"bearerAuth":{"type":"http","scheme":"bearer","description":"Only when jank-api is started with a token (JANK_API_TOKEN or --token-file)."}},
    "parameters":{"RequestID":{"name":"X-Request-ID","in":"header","required":False,"description":"Echoed back. Any value is accepted; one that is not 1-128 visible ASCII characters is replaced by a new id rather than echoed.","schema":{"type":"string"}}},
-   "headers":{"RequestID":{"description":"The request's id (the caller's, or a new one).","schema":{"type":"string"}}},
+   "headers":{"RequestID":{"description":"The request's id (the caller's, or a new one).","schema":{"type":"string"}},
+     "Allow":{"description":"The one method the path takes.","required":True,"schema":{"type":"string","enum":["GET","POST"]}}},
    "responses":{"E%s"%k:v for k,v in responses.items()}}}
 print(json.dumps(doc, indent=2))

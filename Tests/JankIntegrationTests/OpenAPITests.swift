@@ -18,6 +18,21 @@ import Testing
       try served.body.write(to: URL(fileURLWithPath: file))
       let validation = try await runProgram("/usr/bin/env", ["python3", "-m", "openapi_spec_validator", file])
       #expect(validation.status == 0, "\(validation.stdout) \(validation.stderr)")
+
+      // Every path takes one method; each operation documents the 405 (with Allow) that
+      // any other method gets, and the API answers so.
+      let document = try #require(served.json)
+      #expect(document["components"]?["responses"]?["E405"]?["headers"]?["Allow"] != nil)
+      for (path, item) in document["paths"]?.objectValue ?? [:] {
+        let (method, operation) = try #require(item.objectValue?.first)
+        #expect(item.objectValue?.count == 1, "\(path)")
+        #expect(operation["responses"]?["405"] == ["$ref": "#/components/responses/E405"], "\(path)")
+        let other = method == "get" ? "DELETE" : "GET"
+        let answer = try await http(other, api.port, path)
+        #expect(answer.status == 405, "\(other) \(path): \(answer.text)")
+        #expect(answer.header("Allow") == method.uppercased(), "\(other) \(path)")
+        #expect(answer.json?["data"]?["kind"] == "method_not_allowed", "\(other) \(path)")
+      }
     }
   }
 
