@@ -69,11 +69,28 @@ struct BearerTokenMiddleware: RouterMiddleware {
     guard let header = request.headers[.authorization] else {
       throw APIError.unauthorized("this API needs a token: send `Authorization: Bearer <token>` (the token jank-api was started with)")
     }
-    let prefix = "Bearer "
-    guard header.hasPrefix(prefix), Self.constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), token) else {
+    guard let presented = Self.bearerCredentials(header) else {
+      throw APIError.unauthorized("this API takes a bearer token: send `Authorization: Bearer <token>` (the token jank-api was started with)")
+    }
+    guard Self.constantTimeEqual(presented, token) else {
       throw APIError.unauthorized("the bearer token is wrong; send the token jank-api was started with (JANK_API_TOKEN or --token-file)")
     }
     return try await next(request, context)
+  }
+
+  /// The credentials of `Bearer <token>`: the scheme is case-insensitive (RFC 7235 §2.1),
+  /// one or more spaces follow it, trailing white space is not part of the token (a token68
+  /// has none). Nil for any other scheme.
+  static func bearerCredentials(_ header: String) -> [UInt8]? {
+    let bytes = Array(header.utf8)
+    let scheme = Array("bearer".utf8)
+    guard bytes.count > scheme.count, bytes[scheme.count] == UInt8(ascii: " "),
+      zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 })
+    else { return nil }
+    let isSpace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+    var credentials = bytes[scheme.count...].drop(while: isSpace)
+    while let last = credentials.last, isSpace(last) { credentials.removeLast() }
+    return Array(credentials)
   }
 
   /// Time depends only on the length of the presented token, never on where it differs.

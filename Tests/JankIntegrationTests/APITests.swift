@@ -209,6 +209,42 @@ import Testing
       #expect(right.status == 200)
       let health = try await http("GET", port, "/api/health")
       #expect(health.status == 200)
+      try await Self.expectBearerSchemes(port: port, token: token)
+    }
+  }
+
+  /// The scheme in any case (RFC 7235), one or more spaces before the token; other schemes
+  /// and a bare token are refused.
+  static func expectBearerSchemes(port: Int, token: String) async throws {
+    for header in ["Bearer \(token)", "bearer \(token)", "BEARER \(token)", "bEaReR   \(token)"] {
+      let response = try await http("GET", port, "/api/plugin/list", headers: ["Authorization": header])
+      #expect(response.status == 200, "\(header): \(response.text)")
+    }
+    for header in ["Basic \(token)", token, "Bearer", "Bearer ", "Bearer \(token)x", "Bearer\(token)"] {
+      let response = try await http("GET", port, "/api/plugin/list", headers: ["Authorization": header])
+      #expect(response.status == 401, "\(header): \(response.text)")
+      #expect(response.json?["data"]?["kind"] == "unauthorized", "\(header)")
+    }
+  }
+
+  @Test func aTokenFileFromTheFlagOrTheEnvironmentGuardsTheAPI() async throws {
+    let token = "from-a-file-0123456789abcdef"
+    try await Self.withStack { workspace, _, _ in
+      let file = workspace.root + "/api-token"
+      // Trailing whitespace and newline are not part of the token.
+      try "\(token) \n".write(toFile: file, atomically: true, encoding: .utf8)
+      let fromFlag = try await APIProcess(socket: workspace.socket, arguments: ["--token-file", file])
+      defer { fromFlag.terminate() }
+      let fromEnv = try await APIProcess(socket: workspace.socket, environment: ["JANK_API_TOKEN_FILE": file])
+      defer { fromEnv.terminate() }
+      for api in [fromFlag, fromEnv] {
+        let missing = try await http("GET", api.port, "/api/plugin/list")
+        #expect(missing.status == 401)
+        #expect(missing.json?["msg"]?.stringValue?.contains("Authorization: Bearer") == true)
+        #expect(try await http("GET", api.port, "/metrics", headers: ["Authorization": "Bearer \(token) "]).status == 200)
+        #expect(try await http("GET", api.port, "/api/health").status == 200)
+        try await Self.expectBearerSchemes(port: api.port, token: token)
+      }
     }
   }
 
