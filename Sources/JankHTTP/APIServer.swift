@@ -2,6 +2,10 @@ public import Hummingbird
 public import Logging
 import NIOCore
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What jank-api listens on and how it reaches the supervisor.
 public struct APIConfiguration: Sendable {
   public var host = "127.0.0.1"
@@ -15,10 +19,11 @@ public struct APIConfiguration: Sendable {
     self.socketPath = socketPath
   }
 
-  /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (loopback).
-  public mutating func setListen(_ listen: String) throws(APIConfigurationError) {
+  /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (loopback). `source` names the flag or variable
+  /// the value came from, for the message.
+  public mutating func setListen(_ listen: String, source: String = "--listen") throws(APIConfigurationError) {
     guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-      throw APIConfigurationError("--listen must be HOST:PORT, like 127.0.0.1:8080 (got '\(listen)')")
+      throw APIConfigurationError("\(source) must be HOST:PORT, like 127.0.0.1:8080 or [::1]:8080 (got '\(listen)')")
     }
     var host = String(listen[..<colon])
     if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -26,21 +31,38 @@ public struct APIConfiguration: Sendable {
     self.port = port
   }
 
+  /// `host:port`, with brackets around an IPv6 host.
+  public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+  /// Only a literal loopback address (127.0.0.0/8, ::1, ::ffff:127.x.x.x) or the name
+  /// `localhost`: any other name could resolve anywhere (`127.evil.example` is a hostname).
   public var isLoopback: Bool {
-    host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    if host.lowercased() == "localhost" { return true }
+    var v4 = in_addr()
+    if inet_pton(AF_INET, host, &v4) == 1 {
+      return UInt32(bigEndian: v4.s_addr) >> 24 == 127
+    }
+    var v6 = in6_addr()
+    if inet_pton(AF_INET6, host, &v6) == 1 {
+      let bytes = withUnsafeBytes(of: v6) { Array($0) }
+      let loopback = bytes[0..<15].allSatisfy { $0 == 0 } && bytes[15] == 1
+      let mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127
+      return loopback || mapped
+    }
+    return false
   }
 
   /// Refuses an API open to the network without a token.
   public func validate() throws(APIConfigurationError) {
     if !isLoopback, token == nil {
       throw APIConfigurationError(
-        "refusing to listen on \(host):\(port) without a token: anyone who can reach it could run plugins. Set JANK_API_TOKEN=<secret> or --token-file <file>, or listen on 127.0.0.1")
+        "refusing to listen on \(address) without a token: anyone who can reach it could run plugins (only a literal loopback address or localhost counts as local). Set JANK_API_TOKEN=<secret of 16+ characters, e.g. from openssl rand -hex 32>, or --token-file <file> (JANK_API_TOKEN_FILE), or listen on 127.0.0.1")
     }
     if let token, token.count < 16 {
       throw APIConfigurationError("the API token is \(token.count) characters; use at least 16 (for example: openssl rand -hex 32)")
     }
     if bodyLimit < 1024 {
-      throw APIConfigurationError("--body-limit must be at least 1024 bytes")
+      throw APIConfigurationError("the body limit (--body-limit or JANK_API_BODY_LIMIT) must be at least 1024 bytes (got \(bodyLimit))")
     }
   }
 }

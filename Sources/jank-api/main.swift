@@ -27,41 +27,120 @@ struct JankAPI: AsyncParsableCommand {
   var logLevel: String?
 
   func run() async throws {
-    let env = ProcessInfo.processInfo.environment
     var logger = Logger(label: "jank-api")
-    logger.logLevel = Logger.Level(rawValue: logLevel ?? env["JANK_LOG_LEVEL"] ?? "info") ?? .info
-
-    let state = env["JANK_STATE_DIR"] ?? FileManager.default.currentDirectoryPath + "/.jank"
-    var configuration = APIConfiguration(socketPath: socket ?? env["JANK_SOCKET"] ?? state + "/supervisor.sock")
+    let configuration: APIConfiguration
     do {
-      try configuration.setListen(listen ?? env["JANK_API_LISTEN"] ?? "127.0.0.1:8080")
-      configuration.token = try Self.token(file: tokenFile ?? env["JANK_API_TOKEN_FILE"], value: env["JANK_API_TOKEN"])
-      if let limit = bodyLimit ?? env["JANK_API_BODY_LIMIT"].flatMap({ Int($0) }) { configuration.bodyLimit = limit }
-      try configuration.validate()
+      let settings = Settings(environment: ProcessInfo.processInfo.environment)
+      logger.logLevel = try Self.level(settings.value(logLevel, flag: "--log-level", env: "JANK_LOG_LEVEL"))
+      configuration = try makeConfiguration(settings)
     } catch {
       FileHandle.standardError.write(Data("jank-api: \(error)\n".utf8))
       throw ExitCode(2)
     }
 
     let app = makeAPIApplication(configuration: configuration, logger: logger) { [logger, configuration] port in
+      var bound = configuration
+      bound.port = port
       logger.info(
-        "jank-api listening on http://\(configuration.host):\(port)",
+        "jank-api listening on http://\(bound.address)",
         metadata: ["supervisor_socket": "\(configuration.socketPath)", "auth": "\(configuration.token == nil ? "none" : "bearer")"])
     }
     try await app.runService()
   }
 
-  /// The token from a file (trimmed) or the variable; a named but unreadable file is an error.
-  static func token(file: String?, value: String?) throws -> String? {
-    if let file {
-      guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
-        throw ValidationError("cannot read the token file \(file)")
-      }
-      let token = contents.trimmingCharacters(in: .whitespacesAndNewlines)
-      guard !token.isEmpty else { throw ValidationError("the token file \(file) is empty") }
-      return token
+  /// Flags first, then the environment, then the defaults; a malformed value from either is
+  /// refused with its name, never silently replaced by the default.
+  func makeConfiguration(_ settings: Settings) throws -> APIConfiguration {
+    let socketPath: String
+    if let path = try settings.value(socket, flag: "--socket", env: "JANK_SOCKET") {
+      socketPath = path.value
+    } else {
+      let state = try settings.value(nil, flag: "", env: "JANK_STATE_DIR")?.value ?? FileManager.default.currentDirectoryPath + "/.jank"
+      socketPath = state + "/supervisor.sock"
     }
-    if let value, !value.isEmpty { return value }
-    return nil
+    var configuration = APIConfiguration(socketPath: socketPath)
+    if let listen = try settings.value(listen, flag: "--listen", env: "JANK_API_LISTEN") {
+      try configuration.setListen(listen.value, source: listen.source)
+    }
+    configuration.token = try Self.token(
+      file: settings.value(tokenFile, flag: "--token-file", env: "JANK_API_TOKEN_FILE"),
+      value: settings.value(nil, flag: "", env: "JANK_API_TOKEN", unset: "to run without a token (on loopback only)"))
+    if let bodyLimit {
+      configuration.bodyLimit = bodyLimit
+    } else if let limit = try settings.value(nil, flag: "", env: "JANK_API_BODY_LIMIT") {
+      guard let bytes = Int(limit.value) else {
+        throw ValidationError("JANK_API_BODY_LIMIT must be a whole number of bytes, like 1048576 (got '\(limit.value)'); fix it or unset it for the default of 1 MiB")
+      }
+      configuration.bodyLimit = bytes
+    }
+    try configuration.validate()
+    return configuration
+  }
+
+  static func level(_ setting: Settings.Value?) throws -> Logger.Level {
+    guard let setting else { return .info }
+    guard let level = Logger.Level(rawValue: setting.value) else {
+      let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+      throw ValidationError("\(setting.source) must be one of \(names) (got '\(setting.value)')")
+    }
+    return level
+  }
+
+  /// The token from a file (trimmed) or the variable: a named file must hold one, and a
+  /// token must be long enough (the message names where it came from).
+  static func token(file: Settings.Value?, value: Settings.Value?) throws -> String? {
+    let make = "a secret of at least 16 characters (make one with `openssl rand -hex 32 > FILE; chmod 600 FILE`)"
+    let token: String
+    let source: String
+    if let file {
+      let path = file.value
+      source = "the token file \(path) (from \(file.source))"
+      let contents: String
+      do {
+        contents = try String(contentsOfFile: path, encoding: .utf8)
+      } catch {
+        var isDirectory: ObjCBool = false
+        let reason =
+          !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+          ? "there is no such file" : isDirectory.boolValue ? "it is a directory" : (error as NSError).localizedDescription
+        let example = isDirectory.boolValue ? "/etc/jank/api-token" : path
+        throw ValidationError(
+          "cannot read \(source): \(reason); point \(file.source) at a file readable by the user jank-api runs as, holding \(make.replacingOccurrences(of: "FILE", with: example))")
+      }
+      token = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+      guard !token.isEmpty else { throw ValidationError("\(source) is empty; put in it \(make.replacingOccurrences(of: "FILE", with: path))") }
+    } else if let value {
+      token = value.value
+      source = value.source
+    } else {
+      return nil
+    }
+    guard token.count >= 16 else {
+      throw ValidationError("the API token from \(source) is \(token.count) characters; use at least 16, e.g. from `openssl rand -hex 32`")
+    }
+    return token
+  }
+}
+
+/// jank-api's settings: a flag's value, else the environment variable's.
+struct Settings {
+  struct Value {
+    var value: String
+    /// The flag or the variable it came from, for messages.
+    var source: String
+  }
+
+  let environment: [String: String]
+
+  /// An empty value is refused rather than taken as unset: `JANK_X=` in an env file is
+  /// more likely a mistake than a wish for the default.
+  func value(_ flagValue: String?, flag: String, env: String, unset: String = "for the default") throws -> Value? {
+    if let flagValue {
+      guard !flagValue.isEmpty else { throw ValidationError("\(flag) is empty; give it a value or leave it out \(unset)") }
+      return Value(value: flagValue, source: flag)
+    }
+    guard let value = environment[env] else { return nil }
+    guard !value.isEmpty else { throw ValidationError("\(env) is set but empty; give it a value or unset it \(unset)") }
+    return Value(value: value, source: env)
   }
 }

@@ -248,10 +248,61 @@ import Testing
     }
   }
 
-  @Test func aNonLoopbackAddressWithoutATokenIsRefused() async throws {
-    let result = try await runProgram(Binaries.api, ["--listen", "0.0.0.0:0", "--socket", "/tmp/none.sock"])
-    #expect(result.status == 2)
-    #expect(result.stderr.contains("JANK_API_TOKEN"), "\(result.stderr)")
+  /// Settings jank-api cannot use stop it at start (exit 2) with a sentence that says what to
+  /// do; none is silently replaced by its default.
+  @Test func badSettingsAreRefusedAtStartWithWhatToDo() async throws {
+    let dir = "/tmp/jit-refuse-\(UUID().uuidString.prefix(8).lowercased())"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try "".write(toFile: dir + "/empty", atomically: true, encoding: .utf8)
+    try "short-token\n".write(toFile: dir + "/short", atomically: true, encoding: .utf8)
+    // A socket and a free port unless the case sets its own (a case wrongly accepted must
+    // not take port 8080 while it runs).
+    let base = ["JANK_SOCKET": dir + "/none.sock", "JANK_API_LISTEN": "127.0.0.1:0"]
+    let cases: [(arguments: [String], environment: [String: String], message: [String])] = [
+      (["--token-file", dir + "/empty"], [:], ["token file \(dir)/empty (from --token-file) is empty", "openssl rand -hex 32"]),
+      ([], ["JANK_API_TOKEN_FILE": dir + "/empty"], ["(from JANK_API_TOKEN_FILE) is empty"]),
+      (["--token-file", dir + "/missing"], [:], ["cannot read the token file", "no such file", "openssl rand -hex 32 > \(dir)/missing"]),
+      (["--token-file", dir], [:], ["cannot read the token file", "is a directory", "point --token-file at a file"]),
+      ([], ["JANK_API_TOKEN_FILE": dir + "/short"], ["token file \(dir)/short (from JANK_API_TOKEN_FILE) is 11 characters", "at least 16", "openssl rand"]),
+      ([], ["JANK_API_TOKEN": "short"], ["from JANK_API_TOKEN is 5 characters", "at least 16"]),
+      ([], ["JANK_API_TOKEN": ""], ["JANK_API_TOKEN is set but empty", "unset it to run without a token"]),
+      ([], ["JANK_API_BODY_LIMIT": "1MiB"], ["JANK_API_BODY_LIMIT must be a whole number of bytes", "'1MiB'"]),
+      ([], ["JANK_API_BODY_LIMIT": "100"], ["at least 1024 bytes", "got 100"]),
+      ([], ["JANK_API_LISTEN": "localhost"], ["JANK_API_LISTEN must be HOST:PORT", "'localhost'"]),
+      ([], ["JANK_API_LISTEN": "127.0.0.1:99999"], ["JANK_API_LISTEN must be HOST:PORT"]),
+      ([], ["JANK_LOG_LEVEL": "loud"], ["JANK_LOG_LEVEL must be one of", "debug", "'loud'"]),
+      ([], ["JANK_SOCKET": ""], ["JANK_SOCKET is set but empty"]),
+      (["--listen", "127.0.0.1"], [:], ["--listen must be HOST:PORT"]),
+      // Not loopback: a hostname that merely starts with 127., and every interface.
+      (["--listen", "127.evil.example:8080"], [:], ["refusing to listen on 127.evil.example:8080 without a token", "JANK_API_TOKEN=", "--token-file"]),
+      (["--listen", "0.0.0.0:0"], [:], ["refusing to listen on 0.0.0.0:0 without a token", "JANK_API_TOKEN=", "--token-file"]),
+      ([], ["JANK_API_LISTEN": "[::]:0"], ["refusing to listen on [::]:0 without a token", "JANK_API_TOKEN="]),
+    ]
+    for refused in cases {
+      let result = try await runRefusedAPI(refused.arguments, environment: base.merging(refused.environment) { $1 })
+      let label = "\(refused.arguments) \(refused.environment)"
+      #expect(result.status == 2, "\(label): exit \(result.status), \(result.stderr)")
+      for words in refused.message {
+        #expect(result.stderr.contains(words), "\(label): no '\(words)' in: \(result.stderr)")
+      }
+    }
+  }
+
+  @Test func theBodyLimitIs1MiBByDefaultAndJANK_API_BODY_LIMITChangesIt() async throws {
+    try await Self.withStack { workspace, _, api in
+      let limited = try await APIProcess(socket: workspace.socket, environment: ["JANK_API_BODY_LIMIT": "2048"])
+      defer { limited.terminate() }
+      for (port, limit) in [(api.port, 1 << 20), (limited.port, 2048)] {
+        // At the limit the body is read (and the unknown id is a 404); one byte more is a 413.
+        let at = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit))
+        #expect(at.status == 404, "\(limit): \(at.text)")
+        let over = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit + 1))
+        #expect(over.status == 413, "\(limit): \(over.text)")
+        #expect(over.json?["data"]?["kind"] == "too_large")
+        #expect(over.json?["msg"]?.stringValue?.contains("limit of \(limit) bytes") == true, "\(over.text)")
+      }
+    }
   }
 
   @Test func theSupervisorMayRestartUnderTheAPI() async throws {

@@ -141,3 +141,18 @@ private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: D
   }
   return HTTPResponse(status: status, headers: fields, body: Data(response[split.upperBound...]))
 }
+
+/// jank-api with a configuration it must refuse, run to its exit. Under `timeout` so that a
+/// configuration it wrongly accepts fails the test instead of serving forever; the test's own
+/// JANK_* variables are left out so that only `environment` counts.
+func runRefusedAPI(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProgramResult {
+  var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("JANK_") }
+  env.merge(environment) { $1 }
+  return try await runProgram("/usr/bin/timeout", ["-s", "KILL", "10", Binaries.api] + arguments, environment: env)
+}
+
+/// A JSON body of exactly `size` bytes for an id-taking route: the id plus padding.
+func paddedBody(id: String, size: Int) -> Data {
+  let head = #"{"id":"\#(id)","pad":""#
+  return Data((head + String(repeating: "x", count: size - head.utf8.count - 2) + #""}"#).utf8)
+}
