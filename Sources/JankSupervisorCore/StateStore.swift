@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 
 /// What survives a supervisor restart: which plugins are registered and whether the
 /// operator wants them running (design §5).
@@ -12,9 +13,12 @@ public struct PersistedRegistration: Codable, Sendable, Equatable {
 
 /// `<state-dir>/state.json`, written atomically (temp file, fsync, rename, fsync of the
 /// folder), so a crash mid-write leaves the old file or the new one, never half of one.
-public struct StateStore: Sendable {
+public final class StateStore: Sendable {
   public let path: String
   private let logger: Logger
+  /// Why saving is refused: the state file exists but could be neither read nor moved
+  /// aside, and overwriting it would lose registrations an operator can still recover.
+  private let blocked = Mutex<String?>(nil)
 
   public init(stateDirectory: String, logger: Logger) {
     self.path = stateDirectory + "/state.json"
@@ -26,23 +30,84 @@ public struct StateStore: Sendable {
     var plugins: [PersistedRegistration]
   }
 
-  /// The saved registrations. A missing file is an empty state; an unreadable one is moved
-  /// aside (and reported), never a reason not to start.
+  /// The saved registrations. A missing file is an empty state; one that cannot be read
+  /// or decoded is moved aside (and reported), never a reason not to start, and never
+  /// silently overwritten.
   public func load() -> [PersistedRegistration] {
-    guard let data = FileManager.default.contents(atPath: path) else { return [] }
+    let data: Data
+    switch Self.readFile(path) {
+    case .missing:
+      return []
+    case .unreadable(let why):
+      moveAside(problem: "cannot be read (\(why))")
+      return []
+    case .contents(let contents):
+      data = contents
+    }
     do {
       return try JSONDecoder().decode(File.self, from: data).plugins
     } catch {
-      let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
-      rename(path, aside)
-      logger.error(
-        "state file is unreadable; moved it aside and started with no registrations",
-        metadata: ["path": "\(path)", "moved_to": "\(aside)", "error": "\(error)"])
+      moveAside(problem: "is not a valid state file (\(error))")
       return []
     }
   }
 
+  private enum ReadResult {
+    case missing
+    case unreadable(String)
+    case contents(Data)
+  }
+
+  /// Unlike `FileManager.contents(atPath:)`, tells a missing file from one it cannot read
+  /// (no permission, a directory in its place, an I/O error).
+  private static func readFile(_ path: String) -> ReadResult {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return errno == ENOENT ? .missing : .unreadable(String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+      let n = read(fd, &buffer, buffer.count)
+      if n < 0, errno == EINTR { continue }
+      if n < 0 { return .unreadable(String(cString: strerror(errno))) }
+      if n == 0 { return .contents(data) }
+      data.append(buffer, count: n)
+    }
+  }
+
+  private func moveAside(problem: String) {
+    let aside = Self.unusedAsideName(for: path)
+    guard rename(path, aside) == 0 else {
+      let message =
+        "the state file \(path) \(problem) and could not be moved aside (\(String(cString: strerror(errno)))); "
+        + "registrations will not be saved until it is repaired or removed"
+      blocked.withLock { $0 = message }
+      logger.critical("state file is unreadable and stays in place; not overwriting it", metadata: ["path": "\(path)", "error": "\(message)"])
+      return
+    }
+    logger.error(
+      "state file is unreadable; moved it aside and started with no registrations (register the plugins again, or repair the file and restart)",
+      metadata: ["path": "\(path)", "moved_to": "\(aside)", "problem": "\(problem)"])
+  }
+
+  /// `state.json.corrupt-<UTC time>`, with `-2`, `-3`… when that name is taken (two
+  /// corrupt files in one second keep both).
+  static func unusedAsideName(for path: String, now: Date = Date()) -> String {
+    var formatter = Date.ISO8601FormatStyle(timeZone: .gmt)
+    formatter = formatter.dateSeparator(.omitted).timeSeparator(.omitted)
+    let base = path + ".corrupt-" + now.formatted(formatter)
+    var candidate = base
+    var n = 1
+    var info = stat()
+    while lstat(candidate, &info) == 0, n < 10_000 {
+      n += 1
+      candidate = base + "-\(n)"
+    }
+    return candidate
+  }
+
   public func save(_ registrations: [PersistedRegistration]) throws {
+    if let reason = blocked.withLock({ $0 }) { throw StateFileBlocked(message: reason) }
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     let data = try encoder.encode(File(plugins: registrations.sorted { $0.id < $1.id }))
@@ -64,4 +129,10 @@ public struct StateStore: Sendable {
       close(dirFD)
     }
   }
+}
+
+/// Saving was refused to keep an unreadable state file intact.
+public struct StateFileBlocked: Error, CustomStringConvertible {
+  public var message: String
+  public var description: String { message }
 }
