@@ -289,7 +289,9 @@ actor PluginRunner {
       setStatus(.backoff)
       lastError = message
       nextRestartAt = Date().addingTimeInterval(delay.seconds)
-      logger.warning("plugin will be restarted", metadata: ["plugin_id": "\(id)", "error": "\(message)", "delay_ms": "\(Int(delay.seconds * 1000))"])
+      logger.warning(
+        "plugin will be restarted",
+        metadata: ["plugin_id": "\(id)", "reason": "\(reason.rawValue)", "error": "\(message)", "delay_ms": "\(Int(delay.seconds * 1000))"])
       scheduleRestart(after: delay)
     case .stop:
       setStatus(.stopped)

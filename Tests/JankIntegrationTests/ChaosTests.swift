@@ -32,7 +32,8 @@ import Testing
       registered.append(try workspace.addPlugin("chaos\(i)", script: script, extra: extra))
     }
     let ids = registered
-    let supervisor = try await SupervisorProcess(workspace)
+    // Warnings only in its log: the restart lines, with each exit's reason, are counted below.
+    let supervisor = try await SupervisorProcess(workspace, environment: ["JANK_LOG_LEVEL": "warning"], keepLog: true)
     defer { supervisor.terminate() }
     let client = try await ControlClient.connect(path: workspace.socket)
     for id in ids { _ = try await client.call(ControlMethods.register, RegisterParams(id: id)) }
@@ -81,7 +82,11 @@ import Testing
     }
     let list = try await client.call(ControlMethods.list, ListParams())
     let summary = await tally.summary()
-    print("chaos: \(summary) in \(elapsed); restarts \(list.registered.map(\.restarts))")
+    // The bad handshakes are no injected call: count them where the supervisor classified them.
+    let supervisorLog = (try? String(contentsOfFile: supervisor.logPath, encoding: .utf8)) ?? ""
+    let badHandshakes = supervisorLog.split(separator: "\n").filter { $0.contains("reason=handshake-failed") }.count
+    print("chaos: \(summary) in \(elapsed); handshake-failed exits \(badHandshakes); restarts \(list.registered.map(\.restarts))")
+    #expect(badHandshakes >= 1, "no bad-handshake start happened: the plugins never reached start 7 (restarts \(list.registered.map(\.restarts)))")
     #expect(allReady, "\(list.registered.map { "\($0.id): \($0.status) \($0.lastError ?? "")" })")
     #expect(Set(list.registered.map(\.id)) == Set(ids))
     #expect(supervisor.process.isRunning)
