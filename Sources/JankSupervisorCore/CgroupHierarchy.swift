@@ -43,7 +43,10 @@ public enum CgroupHierarchy: Sendable, Equatable {
     var bases: [String: String] = [:]
     for controller in controllers {
       guard let mount = mounts.first(where: { $0.v1Controllers.contains(controller) }), let path = membership.v1[controller] else { continue }
-      let base = mount.directory(for: path) + "/jank-" + instance
+      let parent = mount.directory(for: path)
+      removeStaleInstances(in: parent)
+      // The pid in the name tells a later supervisor whether this one is still alive.
+      let base = parent + "/jank-\(getpid())-" + instance
       if mkdir(base, 0o755) == 0 || errno == EEXIST {
         bases[controller] = base
       } else {
@@ -52,6 +55,22 @@ public enum CgroupHierarchy: Sendable, Equatable {
     }
     if !bases.isEmpty { return .v1(bases: bases) }
     return .unavailable(reason: problems.isEmpty ? "no memory, cpu or pids cgroup controller under \(root)" : problems.joined(separator: "; "))
+  }
+
+  /// A SIGKILLed supervisor cannot remove its v1 directories (its plugins die with it, their
+  /// cgroups stay): remove those of supervisors that are gone. `jank-<pid>-<instance>` of a
+  /// live pid is left alone; a cgroup that still holds a process cannot be removed anyway.
+  static func removeStaleInstances(in parent: String) {
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix("jank-") {
+      let parts = name.split(separator: "-")
+      guard parts.count == 3, let pid = pid_t(parts[1]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+      let directory = parent + "/" + name
+      for child in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+        var info = stat()
+        if stat(directory + "/" + child, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { rmdir(directory + "/" + child) }
+      }
+      rmdir(directory)
+    }
   }
 
   /// Removes this supervisor's (empty) v1 directories at shutdown.
