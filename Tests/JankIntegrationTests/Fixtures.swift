@@ -118,10 +118,21 @@ final class SupervisorProcess: @unchecked Sendable {
     } else {
       process.standardError = FileHandle(forWritingAtPath: "/dev/null")
     }
+    // Not the test's stdout: `swift test` waits for that pipe to close, so a supervisor that
+    // outlived a failed test would hang the whole run.
+    process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
     try process.run()
     let socket = workspace.socket
     guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
       throw CocoaError(.fileNoSuchFile)
+    }
+  }
+
+  /// A test that throws before it stops its supervisor must not leave it running.
+  deinit {
+    if process.isRunning {
+      kill(pid, SIGKILL)
+      process.waitUntilExit()
     }
   }
 
