@@ -7,12 +7,13 @@ import Testing
 @Suite struct LimitsTests {
   @Test func openFilesPastTheLimitFailWithEMFILEAndThePluginSurvives() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addFaultPlugin(extra: #","limits":{"open_files":64,"core_dumps":false}"#)
+      let id = try workspace.addFaultPlugin(extra: #","limits":{"open_files":64,"core_dumps":false,"address_space_mb":8192}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       let pid = try #require(info.pid)
       let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
       #expect(Self.limit("Max open files", in: limits) == ["64", "64"])
       #expect(Self.limit("Max core file size", in: limits) == ["0", "0"])
+      #expect(Self.limit("Max address space", in: limits) == ["8589934592", "8589934592"])
 
       let result = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "open-files", args: ["count": 200]))
       #expect(result.data["errno"] == .number(Double(EMFILE)))
