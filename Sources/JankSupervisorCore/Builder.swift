@@ -70,6 +70,8 @@ public actor Builder {
     }
     await acquire()
     defer { release() }
+    // Stopped (plugin stop, supervisor shutdown) while waiting for its turn: no build.
+    if Task.isCancelled { throw BuildFailure(summary: "build of \(id) was cancelled before it started", logTail: []) }
     try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
     let logPath = logPath(id: id)
     let timeout = manifest.buildTimeoutSeconds.map { Duration.seconds($0) } ?? self.timeout
@@ -83,6 +85,8 @@ public actor Builder {
     switch status {
     case .some(.exited(0)):
       break
+    case .some where Task.isCancelled:
+      throw BuildFailure(summary: "build of \(id) was cancelled (the plugin was stopped) and its processes killed", logTail: tail)
     case .some(let status):
       throw BuildFailure(summary: "build of \(id) failed (`\(plan.command.joined(separator: " "))` \(status))", logTail: tail)
     case .none:
@@ -145,7 +149,13 @@ public actor Builder {
     let stderrDone = OneShot<Bool>()
     try await OutputReader.start(fd: process.stdout, onLine: log.append, onEnd: { stdoutDone.deliver(true) })
     try await OutputReader.start(fd: process.stderr, onLine: log.append, onEnd: { stderrDone.deliver(true) })
-    let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: timeout)
+    // A cancelled build (its plugin stopped, the supervisor shutting down) is killed with
+    // everything it started, instead of running on to its timeout.
+    let status = await withTaskCancellationHandler {
+      await ProcessReaper.shared.waitForExit(pid: process.pid, within: timeout)
+    } onCancel: {
+      kill(-process.pid, SIGKILL)
+    }
     if status == nil {
       kill(-process.pid, SIGKILL)
       _ = await ProcessReaper.shared.waitForExit(pid: process.pid)

@@ -118,3 +118,38 @@ import Testing
     #expect(journal.prefix(2).allSatisfy { $0.hasPrefix("start") }, "\(journal)")
   }
 }
+
+@Suite struct BuildCancellationTests {
+  /// A plugin stopped (or a supervisor shut down) while its build runs: the build and what
+  /// it started are killed at once, not left running to build_timeout_s.
+  @Test func aCancelledBuildIsKilledWithItsChildren() async throws {
+    let folder = try PluginsFolder()
+    try folder.add("slow", manifest: manifest(id: "dev.t.slow", extra: #","build":{"command":["sh","-c","sleep 60 & echo $! > child.pid; wait"]}"#))
+    let plugin = try #require(folder.find("slow"))
+    let pluginManifest = try #require(plugin.manifest)
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    let build = Task { try await builder.build(id: "dev.t.slow", manifest: pluginManifest, directory: plugin.directory) }
+    let pidFile = plugin.directory + "/child.pid"
+    var child: pid_t?
+    for _ in 0..<200 where child == nil {
+      try await Task.sleep(for: .milliseconds(25))
+      child = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+    let sleeper = try #require(child, "the build never started")
+
+    build.cancel()
+    await #expect {
+      _ = try await build.value
+    } throws: { error in
+      "\(error)".contains("cancelled")
+    }
+    // The build's own child (same process group) is gone too; init reaps it.
+    var gone = false
+    for _ in 0..<200 where !gone {
+      gone = kill(sleeper, 0) != 0 || ((try? String(contentsOfFile: "/proc/\(sleeper)/status", encoding: .utf8))?.contains("State:\tZ") ?? true)
+      if !gone { try await Task.sleep(for: .milliseconds(25)) }
+    }
+    #expect(gone, "the build's sleep \(sleeper) outlived the cancelled build")
+  }
+}
+
