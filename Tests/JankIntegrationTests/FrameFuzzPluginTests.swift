@@ -52,11 +52,11 @@ import Testing
 
   static func health(id: UInt64) -> Frame { try! Frame.message(.healthCheck, id: id, Plugin_HealthCheckRequest()) }
 
-  static func execute(id: UInt64, method: String, args: [String: JSONValue] = [:]) -> Frame {
+  static func execute(id: UInt64, method: String, args: [String: JSONValue] = [:], timeoutMs: UInt32 = 5000) -> Frame {
     var request = Plugin_ExecuteRequest()
     request.method = method
     request.args = AnyMap.pack(args)
-    return try! Frame.execute(id: id, timeoutMs: 5000, request: request)
+    return try! Frame.execute(id: id, timeoutMs: timeoutMs, request: request)
   }
 
   /// The connection still answers a health check after whatever came before.
@@ -64,6 +64,31 @@ import Testing
     guard await socket.send(health(id: id).bytes) else { return false }
     let answer = try await socket.frames(1)
     return answer.frames.first?.id == id && answer.frames.first?.type == .healthCheckResult
+  }
+
+  /// Calls on one connection are multiplexed: a quick call sent after a slow one is answered
+  /// first, and a cancel frame (not the call's own deadline, which is a minute away) ends the
+  /// slow call's task in the plugin.
+  @Test func callsAreAnsweredOutOfOrderAndACancelFrameReachesTheHandler() async throws {
+    let workspace = try Workspace()
+    let plugin = try await FramePlugin(workspace)
+    let socket = try await RawSocket.connect(plugin.socketPath)
+    let marker = workspace.root + "/cancelled"
+    let started = workspace.root + "/started"
+    let slow = Self.execute(id: 1, method: "sleep", args: ["ms": 60_000, "marker": .string(marker), "started_marker": .string(started)], timeoutMs: 60_000)
+    await socket.send(slow.bytes + Self.execute(id: 2, method: "echo", args: ["n": 2]).bytes)
+    var answer = try await socket.frames(1)
+    #expect(answer.frames.map(\.id) == [2])
+    #expect(answer.frames.first?.type == .executeResult)
+    #expect(await eventually { FileManager.default.fileExists(atPath: started) })
+
+    await socket.send(Frame(type: .cancel, id: 1).bytes)
+    answer = try await socket.frames(1)
+    #expect(answer.frames.first?.id == 1)
+    #expect(answer.frames.first?.errorPayload?.code == .cancelled, "\(String(describing: answer.frames.first))")
+    #expect(await eventually { (try? String(contentsOfFile: marker, encoding: .utf8))?.contains("cancelled") == true })
+    #expect(try await Self.stillServes(socket))
+    #expect(plugin.isAlive)
   }
 
   @Test func errorsKeepTheConnectionAndFramingErrorsCloseIt() async throws {
