@@ -40,6 +40,13 @@ func launch(binary string) (*plugin.Client, pluginpb.PluginServiceClient, error)
 		client.Kill()
 		return nil, nil, err
 	}
+	// go-plugin 1.0.1's Client() dials without waiting for the connection, and Dispense
+	// makes no call: Ping (grpc.health.v1 Check for "plugin") is the health step that the
+	// supervisor's spawn -> ready includes, so both sides measure the same thing.
+	if err := rpcClient.Ping(); err != nil {
+		client.Kill()
+		return nil, nil, err
+	}
 	raw, err := rpcClient.Dispense("handler")
 	if err != nil {
 		client.Kill()
