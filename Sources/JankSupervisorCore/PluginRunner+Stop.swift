@@ -14,25 +14,43 @@ extension PluginRunner {
   /// go-plugin's stop sequence: Shutdown RPC, wait, SIGTERM to the group, 1 s, SIGKILL. A
   /// plugin still starting (or building) has its start cancelled instead, at once.
   func stop() async -> PluginInfo {
+    requests += 1
+    let request = requests
     wantsRunning = false
     cancelRestartTimer()
     await cancelLaunch()
-    if current != nil {
+    // A hot swap may install a new process while the old one stops: stop that one too.
+    while current != nil, requests == request {
       await stopProcess()
-      setStatus(.stopped)
-    } else if status != .error {
-      setStatus(.stopped)
     }
+    // A start or restart that arrived meanwhile is the last word.
+    guard requests == request else { return info }
+    if current == nil, status != .error { setStatus(.stopped) }
     return info
   }
 
+  /// Stops the current process; a stop already under way (a restart's, a swap's) is waited
+  /// for rather than reported as done while the process still runs.
   func stopProcess() async {
-    guard let running = current, !stopping else { return }
+    if let ongoing = stopInProgress {
+      await ongoing.value
+      return
+    }
+    guard let running = current else { return }
+    let task = Task { await self.stopSequence(running) }
+    stopInProgress = task
+    await task.value
+    stopInProgress = nil
+  }
+
+  private func stopSequence(_ running: Running) async {
     stopping = true
     healthWatch?.cancel()
     healthWatch = nil
     defer { stopping = false }
     let exit = await terminate(running)
+    // A hot swap installed another process meanwhile: that one is not this stop's to forget.
+    guard current?.generation == running.generation else { return }
     current = nil
     removeSocketDirectory()
     lastExit = LastExit(reason: .stopped, code: exit.flatMap(\.code), signal: exit.flatMap(\.signal), at: ISO8601.now())

@@ -26,6 +26,11 @@ actor PluginRunner {
   /// The launch in progress (build, spawn, handshake); a stop or restart cancels it.
   var starting: Task<Void, Never>?
   var stopping = false
+  /// The stop sequence under way, which a second stop waits for instead of returning early.
+  var stopInProgress: Task<Void, Never>?
+  /// Counts operator requests (start, stop, restart): one that awaited something checks it
+  /// afterwards, so that a later request wins over an earlier one still finishing.
+  var requests = 0
   /// Set by the supervisor's shutdown: the plugin is never started again.
   var retired = false
   private var generation = 0
@@ -119,6 +124,7 @@ actor PluginRunner {
   /// is ready or has failed. Concurrent calls join the same start.
   func start() async -> PluginInfo {
     guard !retired else { return info }
+    requests += 1
     wantsRunning = true
     if current != nil { return info }
     if let starting {
@@ -144,8 +150,8 @@ actor PluginRunner {
   }
 
   /// Cancels the launch in progress and waits for it to wind down, which is prompt: a
-  /// half-started process is killed with its group, and a build is no longer waited for
-  /// (it runs on to its own end, bounded by build_timeout_s; its result is not used).
+  /// half-started process is killed with its group, and so is a build (or it leaves the
+  /// builder's queue).
   /// The caller decides the status that follows.
   func cancelLaunch() async {
     guard let task = starting else { return }
@@ -190,19 +196,17 @@ actor PluginRunner {
     }
   }
 
-  /// The build, or nil when the launch is cancelled first. The builder cannot be
-  /// interrupted, so a cancelled launch stops waiting for it instead.
+  /// The build, or nil when the launch is cancelled: the cancellation reaches the builder,
+  /// which kills the build's process group (or gives up its place in the queue) at once.
   private func buildUnlessCancelled() async -> Result<Void, any Error>? {
-    let outcome = OneShot<Result<Void, any Error>>()
-    Task { [builder, id, manifest, directory] in
-      do {
-        _ = try await builder.build(id: id, manifest: manifest, directory: directory)
-        outcome.deliver(.success(()))
-      } catch {
-        outcome.deliver(.failure(error))
-      }
+    let result: Result<Void, any Error>
+    do {
+      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+      result = .success(())
+    } catch {
+      result = .failure(error)
     }
-    return await outcome.wait()
+    return Task.isCancelled ? nil : result
   }
 
   /// Makes a launched process the current one: new calls go to it, its exit and health
@@ -339,6 +343,8 @@ actor PluginRunner {
   /// start afresh (leaves `error` and `backoff` with a fresh restart budget, like `start`).
   func restart() async -> PluginInfo {
     guard !retired else { return info }
+    requests += 1
+    let request = requests
     wantsRunning = true
     cancelRestartTimer()
     await cancelLaunch()
@@ -347,6 +353,8 @@ actor PluginRunner {
       restarts += 1
       metrics.restarted(pluginID: id)
     }
+    // A stop that arrived while this restart stopped the old process is the last word.
+    guard requests == request else { return info }
     return await start()
   }
 
