@@ -50,7 +50,8 @@ public actor Builder {
   private let logger: Logger
   private let maxParallel: Int
   private var running = 0
-  private var waiters: [CheckedContinuation<Void, Never>] = []
+  private var waiters: [(ticket: Int, continuation: CheckedContinuation<Bool, Never>)] = []
+  private var nextTicket = 0
 
   /// `timeout` applies to plugins whose plugin.json sets no `build_timeout_s`.
   public init(logDirectory: String, timeout: Duration = .seconds(900), maxParallel: Int = 1, logger: Logger) {
@@ -68,17 +69,16 @@ public actor Builder {
     guard let plan = BuildPlan.plan(for: manifest, directory: directory) else {
       throw BuildFailure(summary: "no way to build \(id): add \"build\" to plugin.json, or a Package.swift, go.mod or Makefile", logTail: [])
     }
-    await acquire()
-    defer { release() }
     // Stopped (plugin stop, supervisor shutdown) while waiting for its turn: no build.
-    if Task.isCancelled { throw BuildFailure(summary: "build of \(id) was cancelled before it started", logTail: []) }
+    guard await acquire() else { throw BuildFailure(summary: "build of \(id) was cancelled before it started", logTail: []) }
+    defer { release() }
     try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
     let logPath = logPath(id: id)
     let timeout = manifest.buildTimeoutSeconds.map { Duration.seconds($0) } ?? self.timeout
     logger.info("building plugin", metadata: ["plugin_id": "\(id)", "command": "\(plan.command.joined(separator: " "))"])
-    // Builds run one after another: each one that starts during start-up tells systemd how
-    // much longer to wait for READY (the build's timeout, and the plugin's start after it).
-    SystemdNotifier().extendTimeout(by: timeout + .milliseconds(manifest.startTimeoutMs) + .seconds(10))
+    // A build that starts before READY=1 tells systemd how much longer to wait for it (the
+    // build's timeout, and the plugin's start after it); later builds do not touch systemd.
+    SystemdNotifier().extendStartTimeout(by: timeout + .milliseconds(manifest.startTimeoutMs) + .seconds(10))
     let status = try await run(plan.command, in: directory, logPath: logPath, timeout: timeout)
     let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     let tail = Array(log.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).map(String.init))
@@ -187,19 +187,38 @@ public actor Builder {
   }
 
   /// At most `maxParallel` builds at once (one by default: builds are CPU- and memory-hungry).
-  private func acquire() async {
+  /// False when the task was cancelled before its turn came (it then holds no place).
+  private func acquire() async -> Bool {
     if running < maxParallel {
       running += 1
-      return
+      return true
     }
-    await withCheckedContinuation { waiters.append($0) }
+    nextTicket += 1
+    let ticket = nextTicket
+    return await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        if Task.isCancelled {
+          continuation.resume(returning: false)
+        } else {
+          waiters.append((ticket, continuation))
+        }
+      }
+    } onCancel: {
+      Task { await self.leaveQueue(ticket) }
+    }
   }
 
+  private func leaveQueue(_ ticket: Int) {
+    guard let index = waiters.firstIndex(where: { $0.ticket == ticket }) else { return }
+    waiters.remove(at: index).continuation.resume(returning: false)
+  }
+
+  /// Hands the place to the next waiter, if any.
   private func release() {
     if waiters.isEmpty {
       running -= 1
     } else {
-      waiters.removeFirst().resume()
+      waiters.removeFirst().continuation.resume(returning: true)
     }
   }
 }

@@ -1,5 +1,6 @@
 import CSystemd
 import Glibc
+import Synchronization
 
 /// Talks to systemd through libsystemd's `sd_notify` (design §8): READY once the control
 /// socket listens and auto-start plugins were attempted, STATUS with plugin counts, WATCHDOG
@@ -17,15 +18,22 @@ public struct SystemdNotifier: Sendable {
     return .microseconds(Int64(microseconds / 2))
   }
 
-  public func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+  /// Set once READY=1 was sent: start-up is over for systemd.
+  private static let startedUp = Atomic<Bool>(false)
+
+  public func ready(status: String) {
+    Self.startedUp.store(true, ordering: .relaxed)
+    send("READY=1\nSTATUS=\(status)")
+  }
   public func status(_ status: String) { send("STATUS=\(status)") }
   public func watchdog() { send("WATCHDOG=1") }
   public func stopping() { send("STOPPING=1\nSTATUS=stopping plugins") }
 
-  /// Asks systemd to wait `duration` more from now before it gives up on the current phase
-  /// (start-up, before READY=1): a build of an auto-start plugin may take up to its
-  /// `build_timeout_s`, far past the default `TimeoutStartSec=`.
-  public func extendTimeout(by duration: Duration) {
+  /// Before READY=1, asks systemd to wait `duration` more from now before it gives up on
+  /// the start-up: a build of an auto-start plugin may take up to its `build_timeout_s`, far
+  /// past the default `TimeoutStartSec=`. Does nothing once started up.
+  public func extendStartTimeout(by duration: Duration) {
+    guard !Self.startedUp.load(ordering: .relaxed) else { return }
     let (seconds, attoseconds) = duration.components
     send("EXTEND_TIMEOUT_USEC=\(seconds * 1_000_000 + attoseconds / 1_000_000_000_000)")
   }
