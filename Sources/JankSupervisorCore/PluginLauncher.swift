@@ -144,6 +144,14 @@ struct PluginLauncher: PluginLaunching {
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"
       let tail = log.tail(5).joined(separator: " | ")
+      // Killed by the OOM killer while starting: a memory limit problem, not a bad plugin.
+      if status == .signaled(SIGKILL), let cgroup, cgroup.oomKills > 0 {
+        var failure = await fail(
+          .oomKilled,
+          "the plugin went past its memory_mb limit (\(manifest.resourceLimits.memoryMB ?? 0) MB) before its handshake and the kernel's OOM killer killed it; raise memory_mb")
+        failure.exit = status
+        throw failure
+      }
       var failure = await fail(.handshakeFailed, "the plugin \(how) before printing its handshake line" + (tail.isEmpty ? "" : "; its last log lines: \(tail)"))
       failure.exit = status ?? failure.exit
       throw failure

@@ -28,6 +28,19 @@ import Testing
     }
   }
 
+  /// Over its memory before it even printed its handshake: still oom-killed, not a bad handshake.
+  @Test func aPluginOOMKilledWhileStartingIsReportedAsOOMKilled() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "hungry", script: "export FAULT_ALLOCATE_MB_AT_START=400\nexec '\(Binaries.faultPlugin)' \"$@\"",
+        extra: #","limits":{"memory_mb":64},"restart":{"policy":"never"}"#)
+      let info = try? await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      let now = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))
+      #expect(now.lastExit?.reason == .oomKilled, "\(String(describing: info)) \(String(describing: now.lastExit)) \(now.lastError ?? "")")
+      #expect(now.lastError?.contains("memory_mb") == true, "\(now.lastError ?? "")")
+    }
+  }
+
   @Test func aForkBombIsHeldAtPidsAndThePluginSurvives() async throws {
     try await withSupervisor { workspace, running in
       let id = try workspace.addFaultPlugin(extra: #","limits":{"pids":40}"#)

@@ -185,6 +185,17 @@ func slowStartIfAsked() {
   usleep(UInt32(clamping: ms * 1000))
 }
 
+/// `FAULT_ALLOCATE_MB_AT_START=N`: touches N MB before the handshake (an OOM kill at start).
+func allocateAtStartIfAsked() {
+  guard let mb = ProcessInfo.processInfo.environment["FAULT_ALLOCATE_MB_AT_START"].flatMap(Int.init) else { return }
+  for _ in 0..<mb {
+    let block = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+    memset(block, 1, 1 << 20)
+    Hoard.blocks.withLock { $0.append(Int(bitPattern: block)) }
+  }
+}
+
 badHandshakeIfItsTime()
 slowStartIfAsked()
+allocateAtStartIfAsked()
 await serve(FaultPlugin())
