@@ -20,16 +20,21 @@ systemd-tmpfiles --create /usr/lib/tmpfiles.d/jank.conf
 install -m 0644 deploy/jank-supervisor.service deploy/jank-api.service /etc/systemd/system/
 # Per-plugin cgroups need the memory, cpu and pids controllers delegated to the supervisor.
 # systemd delegates v2 controllers to the jank user, but on a legacy or hybrid hierarchy
-# only name=systemd: there the supervisor runs as root (see the drop-in's comment).
+# only name=systemd: there plugins run with rlimits only, unless the operator chooses to run
+# the supervisor (and so its plugins and builds) as root: JANK_SUPERVISOR_AS_ROOT=1.
 dropin=/etc/systemd/system/jank-supervisor.service.d
 controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || true)
 if [[ " $controllers " == *" memory "* && " $controllers " == *" cpu "* && " $controllers " == *" pids "* ]]; then
   rm -f "$dropin/cgroup-v1-root.conf"
-else
+elif [ "${JANK_SUPERVISOR_AS_ROOT:-0}" = 1 ]; then
   install -d "$dropin"
   install -m 0644 deploy/jank-supervisor.service.d/cgroup-v1-root.conf "$dropin/"
-  echo "cgroup v2 has no memory/cpu/pids controllers here: jank-supervisor runs as root so that" \
-    "plugins keep their cgroup limits ($dropin/cgroup-v1-root.conf; remove it to run as jank)"
+  echo "JANK_SUPERVISOR_AS_ROOT=1: jank-supervisor, its plugins and builds run as root so that" \
+    "cgroup v1 limits apply ($dropin/cgroup-v1-root.conf)"
+elif [ ! -e "$dropin/cgroup-v1-root.conf" ]; then
+  echo "note: cgroup v2 has no memory/cpu/pids controllers here, and systemd delegates v1 ones only" \
+    "to root: plugins get rlimits only (limits_enforced: rlimit-only). To enforce memory_mb," \
+    "cpu_percent and pids, re-run with JANK_SUPERVISOR_AS_ROOT=1 (plugins then run as root)."
 fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
