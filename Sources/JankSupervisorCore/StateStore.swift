@@ -80,7 +80,7 @@ public final class StateStore: Sendable {
     guard rename(path, aside) == 0 else {
       let message =
         "the state file \(path) \(problem) and could not be moved aside (\(String(cString: strerror(errno)))); "
-        + "registrations will not be saved until it is repaired or removed"
+        + "registrations will not be saved until it is repaired or removed and the supervisor restarted"
       blocked.withLock { $0 = message }
       logger.critical("state file is unreadable and stays in place; not overwriting it", metadata: ["path": "\(path)", "error": "\(message)"])
       return

@@ -40,7 +40,23 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     let defaultSocket = env["RUNTIME_DIRECTORY"].map { $0 + "/supervisor.sock" } ?? stateDirectory + "/supervisor.sock"
     let socketPath = absolute(socket ?? env["JANK_SOCKET"] ?? defaultSocket)
 
-    let level = Logger.Level(rawValue: logLevel ?? env["JANK_LOG_LEVEL"] ?? "info") ?? .info
+    // A setting that does not parse stops the start with a sentence, never a silent default.
+    let levelName = logLevel ?? env["JANK_LOG_LEVEL"] ?? "info"
+    guard let level = Logger.Level(rawValue: levelName) else {
+      throw ValidationError("log level '\(levelName)' (--log-level or JANK_LOG_LEVEL) is not one of trace, debug, info, notice, warning, error, critical")
+    }
+    var parallelBuilds = 1
+    if let maxParallelBuilds {
+      parallelBuilds = maxParallelBuilds
+    } else if let text = env["JANK_MAX_PARALLEL_BUILDS"] {
+      guard let value = Int(text) else {
+        throw ValidationError("JANK_MAX_PARALLEL_BUILDS='\(text)' is not a whole number; set it to how many plugin builds may run at once (e.g. 1)")
+      }
+      parallelBuilds = value
+    }
+    guard parallelBuilds >= 1 else {
+      throw ValidationError("at least one build must be allowed at a time (--max-parallel-builds or JANK_MAX_PARALLEL_BUILDS is \(parallelBuilds))")
+    }
     LoggingSystem.bootstrap { label in
       var handler = StreamLogHandler.standardError(label: label)
       handler.logLevel = level
@@ -50,7 +66,7 @@ struct JankSupervisorCommand: AsyncParsableCommand {
 
     var configuration = SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath)
     configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
-    configuration.maxParallelBuilds = maxParallelBuilds ?? env["JANK_MAX_PARALLEL_BUILDS"].flatMap { Int($0) } ?? 1
+    configuration.maxParallelBuilds = parallelBuilds
     let supervisor = Supervisor(configuration: configuration, logger: logger)
     let service = SupervisorService(supervisor: supervisor, logger: logger) { _ in
       let status = await supervisor.status()

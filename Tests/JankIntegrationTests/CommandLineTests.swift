@@ -137,6 +137,22 @@ import Testing
     #expect(timedOut["last_error"]?.stringValue?.contains("compiling forever") == true)
   }
 
+  /// A setting that does not parse stops jank-supervisor at once with a sentence naming it.
+  @Test(arguments: [
+    ("JANK_LOG_LEVEL", "loud", "log level 'loud'"),
+    ("JANK_MAX_PARALLEL_BUILDS", "many", "JANK_MAX_PARALLEL_BUILDS='many' is not a whole number"),
+    ("JANK_MAX_PARALLEL_BUILDS", "0", "at least one build must be allowed"),
+  ])
+  func aMalformedSettingStopsTheSupervisorWithAClearError(_ name: String, _ value: String, _ message: String) async throws {
+    let workspace = try Workspace()
+    var environment = ProcessInfo.processInfo.environment
+    environment[name] = value
+    let result = try await runProgram(Binaries.supervisor, ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state], environment: environment)
+    #expect(result.status != 0)
+    #expect(result.stderr.contains(message), "\(result.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: workspace.socket))
+  }
+
   @Test func pluginsDieWithinASecondOfTheSupervisorBeingKilled() async throws {
     let workspace = try Workspace()
     let ids = try (1...3).map { try workspace.addHelloWorld("h\($0)", extra: #","auto_start":true"#) }

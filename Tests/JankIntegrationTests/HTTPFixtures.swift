@@ -48,6 +48,14 @@ final class APIProcess: @unchecked Sendable {
 
   var stderr: [String] { stderrLines.all }
 
+  /// A test that throws before it stops its jank-api must not leave it running.
+  deinit {
+    if process.isRunning {
+      kill(process.processIdentifier, SIGKILL)
+      process.waitUntilExit()
+    }
+  }
+
   func terminate() {
     process.terminate()
     process.waitUntilExit()
