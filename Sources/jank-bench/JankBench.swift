@@ -35,8 +35,10 @@ struct JankBench: AsyncParsableCommand {
     defer { workspace.remove() }
     var logger = Logger(label: "jank-bench")
     logger.logLevel = .error
-    // One event loop carries the plugin connections; callers that prefer it as their task
-    // executor send and receive on that thread, as the supervisor's control server does.
+    // One event loop carries the plugin connections. Callers that prefer it as their task
+    // executor send and receive on that thread (the in-process embedding's best case); the
+    // control server runs each request as a task on the global pool, which the "callers on
+    // the pool" row measures.
     let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let loopExecutor = EventLoopTaskExecutor(loops.next())
     var configuration = SupervisorConfiguration(pluginsDirectory: workspace.plugins, stateDirectory: workspace.state, socketPath: workspace.socket)
@@ -84,6 +86,13 @@ struct JankBench: AsyncParsableCommand {
       let medians = swift.map(Stats.medianRound)
       for ((transport, _), stats) in zip(transports, medians) {
         print(Row("supervisor -> Swift plugin (\(transport)), \(concurrency) in flight" + suffix, stats))
+      }
+      if concurrency == 1 {
+        // As plugin.execute from the control channel runs: a pool task, a hop to the loop and back.
+        let pooled = try await Measure.calls(calls, concurrency: 1) {
+          _ = try await supervisor.execute(id: transports[0].1, method: "greet", args: args, timeoutMs: nil)
+        }
+        print(Row("supervisor -> Swift plugin (jank-frame), callers on the pool, 1 in flight", pooled))
       }
       if !go.isEmpty {
         let goMedian = Stats.medianRound(go)
