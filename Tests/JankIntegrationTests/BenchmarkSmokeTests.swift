@@ -28,4 +28,12 @@ import Testing
       #expect(result.stdout.contains(figure), "missing '\(figure)' in:\n\(result.stdout)")
     }
   }
+
+  /// The scale figures as bench.sh runs them, from a fresh process, with two plugins.
+  @Test func jankBenchScaleOnlyRunsWithTwoPlugins() async throws {
+    let result = try await runProgram(
+      Binaries.directory + "/jank-bench", ["--swift-plugin", Binaries.helloWorld, "--scale-only", "--scale", "2", "--idle-seconds", "1"])
+    #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+    #expect(result.stdout.contains("2 plugins: all ready in") && result.stdout.contains("(0 failed), supervisor RSS"), "\(result.stdout)")
+  }
 }
