@@ -14,6 +14,18 @@ import Testing
     return (result.status, json)
   }
 
+  /// SIGTERM to the supervisor; how long it took to exit (with status 0, at most 30 s).
+  func sigtermAndWait(_ supervisor: SupervisorProcess) async throws -> Duration {
+    let begin = ContinuousClock.now
+    kill(supervisor.pid, SIGTERM)
+    let exited = await supervisor.exited(within: .seconds(30))
+    let took = ContinuousClock.now - begin
+    if !exited { supervisor.killHard() }
+    try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
+    #expect(supervisor.process.terminationStatus == 0)
+    return took
+  }
+
   @Test func autoStartPluginsRunAndJankctlDrivesThem() async throws {
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello", extra: #","auto_start":true"#)
@@ -225,14 +237,7 @@ import Testing
       pids.append(Int(try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)))
     }
     for pid in pids { kill(pid_t(pid), SIGSTOP) }
-    let clock = ContinuousClock()
-    let begin = clock.now
-    kill(supervisor.pid, SIGTERM)
-    let exited = await supervisor.exited(within: .seconds(30))
-    let took = clock.now - begin
-    if !exited { supervisor.killHard() }
-    try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
-    #expect(supervisor.process.terminationStatus == 0)
+    let took = try await sigtermAndWait(supervisor)
     #expect(took < stopTimeout + .seconds(2), "shutdown took \(took), more than stop_timeout_ms + 2 s")
     #expect(took >= stopTimeout, "the plugins did not get their stop_timeout_ms: \(took)")
     #expect(pids.allSatisfy { processIsGone($0) }, "a frozen plugin survived the shutdown")
@@ -255,14 +260,7 @@ import Testing
     let pluginPID = try #require(Int((try String(contentsOfFile: pidFile, encoding: .utf8)).split(separator: "\n").first ?? ""))
     // The build runs in the plugin's folder too.
     #expect(await eventually { processes(workingIn: workspace.plugins).subtracting([Int32(pluginPID)]).count == 1 }, "the build did not start")
-    let clock = ContinuousClock()
-    let begin = clock.now
-    kill(supervisor.pid, SIGTERM)
-    let exited = await supervisor.exited(within: .seconds(30))
-    let took = clock.now - begin
-    if !exited { supervisor.killHard() }
-    try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
-    #expect(supervisor.process.terminationStatus == 0)
+    let took = try await sigtermAndWait(supervisor)
     #expect(took < .seconds(5), "shutdown waited for the slow start or the build: \(took)")
     #expect(await eventually(timeout: .seconds(2)) { processIsGone(pluginPID) }, "the half-started plugin survived")
     #expect(await eventually(timeout: .seconds(2)) { processes(workingIn: workspace.plugins).isEmpty }, "left running: \(processes(workingIn: workspace.plugins))")
