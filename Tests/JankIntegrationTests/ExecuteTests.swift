@@ -170,7 +170,8 @@ import Testing
   /// crash): the call waits for the next restart instead of failing.
   @Test func aCallWaitsAgainWhenThePluginCrashesBetweenReadyAndTheSend() async throws {
     try await withSupervisor { workspace, running in
-      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":300,"max_delay_ms":300}"#)
+      // A backoff of 1.2-1.8 s: long enough for a loaded machine's polling to see it.
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":1500,"max_delay_ms":1500}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       let first = try #require(info.pid)
       let killed = FirstPID()
