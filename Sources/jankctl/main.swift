@@ -83,18 +83,25 @@ func perform<Params, Result: Encodable>(
 }
 
 /// Prints the lines a build adds to its log, polling `plugin.logs` with `source: "build"`.
-struct BuildLogFollower {
-  let socket: String
+struct BuildLogFollower: Sendable {
+  let client: ControlClient
   let id: String
+  /// The previous build's log, which stays until the new build starts writing.
+  let previous: [String]
+
+  /// Connects and reads the previous build's log; call it before the build is requested,
+  /// or a build that starts first is mistaken for the previous one.
+  static func start(socket: String, id: String) async -> BuildLogFollower? {
+    guard let client = try? await ControlClient.connect(path: socket) else { return nil }
+    let previous = (try? await client.call(ControlMethods.logs, LogsParams(id: id, tail: 1000, source: "build")).lines) ?? []
+    return BuildLogFollower(client: client, id: id, previous: previous)
+  }
 
   func follow(until done: StopFlag) async {
-    guard let client = try? await ControlClient.connect(path: socket) else { return }
     defer { Task { await client.close() } }
     func lines() async -> [String]? {
       try? await client.call(ControlMethods.logs, LogsParams(id: id, tail: 1000, source: "build")).lines
     }
-    // The previous build's log stays until the new build starts writing.
-    let previous = await lines() ?? []
     var printed = 0
     var started = false
     var last = false
@@ -243,12 +250,13 @@ extension JankCtl {
     func run() async throws {
       // The build log, followed while the build runs (on stderr, so --json stays one document).
       let done = StopFlag()
-      let follower = options.json ? nil : Task { await BuildLogFollower(socket: options.socketPath, id: id).follow(until: done) }
+      let follower = options.json ? nil : await BuildLogFollower.start(socket: options.socketPath, id: id)
+      let following = follower.map { follower in Task { await follower.follow(until: done) } }
       try await perform(
         options, ControlMethods.build, PluginIDParams(id: id),
         beforeOutput: {
           done.set()
-          await follower?.value
+          await following?.value
         },
         human: Output.describe)
     }
