@@ -57,17 +57,31 @@ public enum CgroupHierarchy: Sendable, Equatable {
     return .unavailable(reason: problems.isEmpty ? "no memory, cpu or pids cgroup controller under \(root)" : problems.joined(separator: "; "))
   }
 
-  /// A SIGKILLed supervisor cannot remove its v1 directories (its plugins die with it, their
-  /// cgroups stay): remove those of supervisors that are gone. `jank-<pid>-<instance>` of a
-  /// live pid is left alone; a cgroup that still holds a process cannot be removed anyway.
+  /// A SIGKILLed supervisor cannot clean up after itself: its plugins die with it
+  /// (PDEATHSIG), but their cgroups stay, and so do processes the plugins started (PDEATHSIG
+  /// is not inherited). For each `jank-<pid>-<instance>` folder of a supervisor that is gone,
+  /// kill what is left in its plugins' cgroups and remove them. A live pid's is left alone.
   static func removeStaleInstances(in parent: String) {
     for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix("jank-") {
       let parts = name.split(separator: "-")
       guard parts.count == 3, let pid = pid_t(parts[1]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
       let directory = parent + "/" + name
+      var cgroups: [String] = []
       for child in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
         var info = stat()
-        if stat(directory + "/" + child, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { rmdir(directory + "/" + child) }
+        if stat(directory + "/" + child, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { cgroups.append(directory + "/" + child) }
+      }
+      // A killed process leaves its v1 cgroup once reaped (by init, for orphans): retry the
+      // removal for up to a second, then leave the rest to the next start.
+      for attempt in 0..<40 {
+        for cgroup in cgroups {
+          for leftover in (CgroupFile.read(cgroup + "/cgroup.procs") ?? "").split(separator: "\n").compactMap({ pid_t($0) }) {
+            kill(leftover, SIGKILL)
+          }
+        }
+        cgroups.removeAll { rmdir($0) == 0 || errno == ENOENT }
+        if cgroups.isEmpty || attempt == 39 { break }
+        usleep(25_000)
       }
       rmdir(directory)
     }

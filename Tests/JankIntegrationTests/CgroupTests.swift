@@ -88,11 +88,18 @@ import Testing
     }
   }
 
-  /// A SIGKILLed supervisor leaves its plugins' (v1) cgroups behind; the next supervisor
-  /// removes them, and never those of a supervisor that is still alive.
-  @Test func cgroupsLeftByAKilledSupervisorAreRemovedByTheNextOne() async throws {
+  /// A SIGKILLed supervisor: its plugin dies within a second by the exec shim's PDEATHSIG
+  /// (the plugin here is a shell, which sets none of its own), but what the plugin started
+  /// lives on, and its (v1) cgroup stays. The next supervisor kills what is left and removes
+  /// the cgroups, and never touches those of a supervisor that is still alive.
+  @Test func whatAKilledSupervisorLeavesIsCleanedUpByTheNextOne() async throws {
     let workspace = try Workspace()
-    try workspace.addHelloWorld("hello", extra: #","auto_start":true,"limits":{"memory_mb":128}"#)
+    let shellPID = workspace.root + "/shell.pid"
+    let sleepPID = workspace.root + "/sleep.pid"
+    // Not exec: the shell stays the plugin's process, the fault plugin its child.
+    try workspace.addPlugin(
+      "hello", script: "sleep 300 & echo $! > '\(sleepPID)'; echo $$ > '\(shellPID)'; '\(Binaries.faultPlugin)' \"$@\"",
+      extra: #","auto_start":true,"limits":{"memory_mb":128}"#)
     let killed = try await SupervisorProcess(workspace)
     let client = try await ControlClient.connect(path: workspace.socket)
     defer { Task { await client.close() } }
@@ -100,6 +107,9 @@ import Testing
       (try? await client.call(ControlMethods.get, PluginIDParams(id: "dev.test.hello")))?.status == .ready
     })
     let pid = try #require(try await client.call(ControlMethods.get, PluginIDParams(id: "dev.test.hello")).pid)
+    let shell = try #require(Int((try String(contentsOfFile: shellPID, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+    let sleeper = try #require(Int((try String(contentsOfFile: sleepPID, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+    #expect(shell == pid)
     let pluginCgroup = try #require(cgroupDirectory(of: Int32(pid), controller: "memory"))
     let instance = (pluginCgroup as NSString).deletingLastPathComponent
     #expect((instance as NSString).lastPathComponent.hasPrefix("jank-\(killed.pid)-"), "\(instance)")
@@ -109,10 +119,13 @@ import Testing
     defer { rmdir(live) }
 
     killed.killHard()
-    #expect(await eventually { processIsGone(pid) })
+    #expect(await eventually(timeout: .seconds(1)) { processIsGone(shell) }, "the shell plugin outlived its supervisor: no PDEATHSIG")
+    #expect(!processIsGone(sleeper), "the plugin's own child is expected to outlive the supervisor")
     #expect(FileManager.default.fileExists(atPath: pluginCgroup))
+
     let next = try await SupervisorProcess(try Workspace())
     defer { next.terminate() }
+    #expect(await eventually(timeout: .seconds(3)) { processIsGone(sleeper) }, "the orphan \(sleeper) was not killed")
     #expect(!FileManager.default.fileExists(atPath: instance), "\(instance) is still there")
     #expect(FileManager.default.fileExists(atPath: live))
   }
