@@ -104,7 +104,7 @@ public enum CgroupHierarchy: Sendable, Equatable {
 
   /// Moves the supervisor into a leaf and enables the controllers for its children
   /// (cgroup v2's "no internal processes" rule). Idempotent.
-  private static func prepareV2(base: String) -> Result<Void, CgroupError> {
+  static func prepareV2(base: String) -> Result<Void, CgroupError> {
     let leaf = base + "/supervisor"
     guard mkdir(leaf, 0o755) == 0 || errno == EEXIST else { return .failure(CgroupError("cannot create \(leaf): \(String(cString: strerror(errno)))")) }
     do {

@@ -62,4 +62,20 @@ import Testing
       "\(error)".contains(directory + "/pids.max")
     }
   }
+
+  /// cgroup v2's "no internal processes" rule: before plugins get cgroups beside it, the
+  /// supervisor moves itself into a `supervisor` leaf and enables the controllers.
+  @Test func theSupervisorMovesIntoALeafAndEnablesTheControllers() throws {
+    let base = "/tmp/jank-cgv2-\(UUID().uuidString.prefix(8))"
+    defer { try? FileManager.default.removeItem(atPath: base) }
+    try FileManager.default.createDirectory(atPath: base + "/supervisor", withIntermediateDirectories: true)
+    FileManager.default.createFile(atPath: base + "/supervisor/cgroup.procs", contents: nil)
+    FileManager.default.createFile(atPath: base + "/cgroup.subtree_control", contents: nil)
+    guard case .success = CgroupHierarchy.prepareV2(base: base) else {
+      Issue.record("prepareV2 failed on a writable tree")
+      return
+    }
+    #expect(contents(base + "/supervisor/cgroup.procs") == "\(getpid())")
+    #expect(contents(base + "/cgroup.subtree_control") == "+memory +cpu +pids")
+  }
 }
