@@ -68,6 +68,11 @@ final class GRPCPluginConnection: PluginConnection {
       } catch {
         lastError = error
       }
+      // A cancelled start (the plugin stopped meanwhile) stops asking at once.
+      if Task.isCancelled {
+        lastError = CancellationError()
+        break
+      }
       try? await Task.sleep(for: .milliseconds(20))
     } while ContinuousClock.now < deadline
     if let lastError {

@@ -165,7 +165,7 @@ struct PluginLauncher: PluginLaunching {
       // Connecting may take until the deadline (a plugin that never answers its health
       // check); it runs in a task of its own so that a cancelled launch does not wait for it.
       let connected = OneShot<Result<any PluginConnection, any Error>>()
-      Task { [eventLoopGroup] in
+      let connecting = Task { [eventLoopGroup] in
         do {
           let connection: any PluginConnection =
             if handshake.protocol == Frame.protocolName {
@@ -184,7 +184,8 @@ struct PluginLauncher: PluginLaunching {
       case .some(.failure(let error)):
         throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")
       case .none:
-        // Cancelled: the connection, should it still come, is closed.
+        // Cancelled: the connect gives up, and the connection, should it still come, is closed.
+        connecting.cancel()
         Task { if case .success(let connection)? = await connected.wait() { connection.close() } }
         throw await fail(.stopped, Self.cancelledMessage)
       }
