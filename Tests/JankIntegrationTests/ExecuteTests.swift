@@ -36,8 +36,9 @@ import Testing
     try await withSupervisor { workspace, running in
       let id = try workspace.addFaultPlugin(extra: #","max_concurrency":2"#)
       _ = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
+      // Long enough that both are surely still in flight at the checks below, on a loaded machine too.
       let slow = (0..<2).map { _ in
-        Task { try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 3000])) }
+        Task { try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 10_000])) }
       }
       #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)).inFlight) == 2 })
       let info = try await running.client.call(ControlMethods.get, PluginIDParams(id: id))

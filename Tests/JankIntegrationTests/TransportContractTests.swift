@@ -80,7 +80,8 @@ import Testing
   func callsBeyondTheConcurrencyCapAreBusy(_ transport: Transport) async throws {
     try await withSupervisor { workspace, running in
       let (id, _) = try await register(transport, workspace, running, extra: #","max_concurrency":2"#)
-      let slow = (0..<2).map { _ in Task { try await execute(running, id, "sleep", ["ms": 2000]) } }
+      // Long enough to be surely in flight at the busy check, on a loaded machine too.
+      let slow = (0..<2).map { _ in Task { try await execute(running, id, "sleep", ["ms": 8000]) } }
       #expect(await eventually { (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)))?.inFlight == 2 })
       await #expect { try await execute(running, id, "echo") } throws: { ($0 as? ControlError)?.kind == .busy }
       for call in slow { _ = try await call.value }
