@@ -28,9 +28,10 @@ final class SourceWatcher: Sendable {
     Thread { [self] in deliverQuietChanges() }.start()
   }
 
-  /// Watches every folder of the plugin but its build output.
+  /// Watches every folder of the plugin but its build output. Called again to pick up new
+  /// folders: watches that stay are kept (inotify returns the same descriptor for a folder
+  /// already watched), so no event is lost while the list is renewed.
   func watch(id: String, directory: String) {
-    unwatch(id: id)
     var watches: [Int32] = []
     var stack = [directory]
     let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY)
@@ -45,10 +46,14 @@ final class SourceWatcher: Sendable {
         }
       }
     }
-    state.withLock { state in
+    let stale = state.withLock { state -> [Int32] in
+      let stale = (state.watchesByID[id] ?? []).filter { !watches.contains($0) }
+      for wd in stale { state.idsByWatch[wd] = nil }
       for wd in watches { state.idsByWatch[wd] = id }
       state.watchesByID[id] = watches
+      return stale
     }
+    for wd in stale { inotify_rm_watch(fd, wd) }
   }
 
   /// Stops watching for good; both threads end.
