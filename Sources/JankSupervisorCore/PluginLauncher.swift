@@ -138,7 +138,13 @@ struct PluginLauncher: PluginLaunching {
     case .cancelled:
       throw await fail(.stopped, Self.cancelledMessage)
     case .timedOut:
-      throw await fail(.startTimeout, "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first")
+      // Where the silent process is (its program, state and kernel wait channel) tells a
+      // plugin stuck in its own start-up from one that never reached exec.
+      let program = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.pid)/exe")) ?? "?"
+      let state = Self.procState(process.pid)
+      throw await fail(
+        .startTimeout,
+        "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first (process \(process.pid): \(program), \(state))")
     case .endOfOutput:
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
@@ -190,5 +196,15 @@ struct PluginLauncher: PluginLaunching {
         throw await fail(.stopped, Self.cancelledMessage)
       }
     }
+  }
+}
+
+extension PluginLauncher {
+  /// "state S, waiting in do_epoll_wait" from /proc, for start-up errors.
+  static func procState(_ pid: pid_t) -> String {
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    let state = stat.lastIndex(of: ")").map { String(stat[$0...].dropFirst(2).prefix(1)) } ?? "?"
+    let wchan = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)) ?? "?"
+    return "state \(state), waiting in \(wchan.isEmpty ? "?" : wchan)"
   }
 }
