@@ -8,6 +8,9 @@ import NIOCore
 
 /// What jank-api listens on and how it reaches the supervisor.
 public struct APIConfiguration: Sendable {
+  /// Shorter tokens can be guessed; jank-api refuses them at start.
+  public static let minimumTokenLength = 16
+
   public var host = "127.0.0.1"
   public var port = 8080
   public var socketPath: String
@@ -58,8 +61,8 @@ public struct APIConfiguration: Sendable {
       throw APIConfigurationError(
         "refusing to listen on \(address) without a token: anyone who can reach it could run plugins (only a literal loopback address or localhost counts as local). Set JANK_API_TOKEN=<secret of 16+ characters, e.g. from openssl rand -hex 32>, or --token-file <file> (JANK_API_TOKEN_FILE), or listen on 127.0.0.1")
     }
-    if let token, token.count < 16 {
-      throw APIConfigurationError("the API token is \(token.count) characters; use at least 16 (for example: openssl rand -hex 32)")
+    if let token, token.count < Self.minimumTokenLength {
+      throw APIConfigurationError("the API token is \(token.count) characters; use at least \(Self.minimumTokenLength) (for example: openssl rand -hex 32)")
     }
     if bodyLimit < 1024 {
       throw APIConfigurationError("the body limit (--body-limit or JANK_API_BODY_LIMIT) must be at least 1024 bytes (got \(bodyLimit))")

@@ -311,12 +311,6 @@ public actor Supervisor {
   /// Answers as soon as the actor runs: the watchdog only pings after this returns.
   public func ping() {}
 
-  /// Blocks the supervisor actor (a test hook for the watchdog; see jank-supervisor's
-  /// JANK_TEST_STALL_ON_SIGUSR1).
-  public func stallForTesting(_ duration: Duration) {
-    Thread.sleep(forTimeInterval: duration.seconds)
-  }
-
   /// Stops every plugin in parallel (supervisor shutdown): each stop takes at most one stop
   /// sequence, and a plugin still starting has its start cancelled.
   public func stopAll() async {
@@ -337,12 +331,6 @@ public actor Supervisor {
       }
     }
     await shutdown?.value
-  }
-
-  /// Test hook: runs `hook` after any call to plugin `id` finished waiting for it to be
-  /// ready, with the pid of the process it found (see `PluginRunner.afterReadinessWait`).
-  public func afterReadinessWaitForTesting(id: String, _ hook: (@Sendable (pid_t?) async -> Void)?) async throws {
-    try await runner(id).setAfterReadinessWait(hook)
   }
 
   // MARK: helpers
@@ -396,7 +384,7 @@ public actor Supervisor {
     }
   }
 
-  private func runner(_ id: String) throws -> PluginRunner {
+  func runner(_ id: String) throws -> PluginRunner {
     try Self.validate(id: id)
     guard let runner = runners[id] else { throw Self.notRegistered(id) }
     return runner

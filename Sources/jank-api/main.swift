@@ -115,8 +115,9 @@ struct JankAPI: AsyncParsableCommand {
     } else {
       return nil
     }
-    guard token.count >= 16 else {
-      throw ValidationError("the API token from \(source) is \(token.count) characters; use at least 16, e.g. from `openssl rand -hex 32`")
+    guard token.count >= APIConfiguration.minimumTokenLength else {
+      throw ValidationError(
+        "the API token from \(source) is \(token.count) characters; use at least \(APIConfiguration.minimumTokenLength), e.g. from `openssl rand -hex 32`")
     }
     return token
   }
