@@ -210,7 +210,7 @@ final class ConnectionSpin: Sendable {
 
   func answered() {
     state.value.answeredAt = AdaptiveSpin.now()
-    if state.value.spin.isWorthIt { _ = state.value.spin.spin(untilReadable: fd) }
+    if state.value.spin.shouldSpin() { _ = state.value.spin.spin(untilReadable: fd) }
   }
 }
 

@@ -227,8 +227,8 @@ final class FrameCallHandler: ChannelInboundHandler, @unchecked Sendable {
     }
     context.writeAndFlush(wrapOutboundOut(frame), promise: written)
     // The only call in flight and answers have been quick: wait for this one on the CPU.
-    if pending.count == 1, let spin, spin.isWorthIt {
-      _ = spin.spin(untilReadable: fd)
+    if pending.count == 1, spin?.shouldSpin() == true {
+      _ = spin?.spin(untilReadable: fd)
     }
   }
 

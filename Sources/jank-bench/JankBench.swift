@@ -27,6 +27,8 @@ struct JankBench: AsyncParsableCommand {
   var cgroupRoot = "/sys/fs/cgroup"
   @Flag(help: "Only the scale figures, from a supervisor that did nothing else before (its RSS and CPU are the figures).")
   var scaleOnly = false
+  @Flag(help: "Only the headline: sequential calls over jank-frame beside the Go pair (three interleaved rounds).")
+  var sequentialOnly = false
 
   func run() async throws {
     let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
@@ -57,7 +59,7 @@ struct JankBench: AsyncParsableCommand {
       return
     }
     // The same Swift plugin binary twice: negotiated jank-frame (the default) and forced gRPC.
-    let transports = [("jank-frame", "dev.bench.hello"), ("gRPC", "dev.bench.hello-grpc")]
+    let transports = sequentialOnly ? [("jank-frame", "dev.bench.hello")] : [("jank-frame", "dev.bench.hello"), ("gRPC", "dev.bench.hello-grpc")]
     for (_, id) in transports { _ = try await supervisor.register(id: id) }
 
     print("jank-bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 20) MiB RAM, \(calls) calls per figure")
@@ -66,7 +68,7 @@ struct JankBench: AsyncParsableCommand {
     let args: [String: JSONValue] = ["name": "bench"]
     let goPair = goHost.flatMap { host in goPlugin.map { (host, $0) } }
     // Supervisor -> Swift plugin: what every plugin.execute pays inside the supervisor.
-    for concurrency in [1, 8, 64] {
+    for concurrency in sequentialOnly ? [1] : [1, 8, 64] {
       // Sequential figures are the headline: interleave three rounds of each and keep each
       // side's median round, so that a burst of noise on the machine favours neither.
       let rounds = concurrency == 1 ? 3 : 1
@@ -87,7 +89,7 @@ struct JankBench: AsyncParsableCommand {
       for ((transport, _), stats) in zip(transports, medians) {
         print(Row("supervisor -> Swift plugin (\(transport)), \(concurrency) in flight" + suffix, stats))
       }
-      if concurrency == 1 {
+      if concurrency == 1, !sequentialOnly {
         // As plugin.execute from the control channel runs: a pool task, a hop to the loop and back.
         let pooled = try await Measure.calls(calls, concurrency: 1) {
           _ = try await supervisor.execute(id: transports[0].1, method: "greet", args: args, timeoutMs: nil)
@@ -97,9 +99,14 @@ struct JankBench: AsyncParsableCommand {
       if !go.isEmpty {
         let goMedian = Stats.medianRound(go)
         print(Row("go-plugin Go host -> Go plugin (gRPC), \(concurrency) in flight" + suffix, goMedian))
-        let ratios = zip(transports, medians).map { "\($0.0)/Go \(String(format: "%.2f", $1.callsPerSecond / goMedian.callsPerSecond))" }
-        print("  ratio calls/s: " + ratios.joined(separator: ", ") + ", jank-frame/gRPC \(String(format: "%.2f", medians[0].callsPerSecond / medians[1].callsPerSecond))")
+        var ratios = zip(transports, medians).map { "\($0.0)/Go \(String(format: "%.2f", $1.callsPerSecond / goMedian.callsPerSecond))" }
+        if medians.count > 1 { ratios.append("jank-frame/gRPC \(String(format: "%.2f", medians[0].callsPerSecond / medians[1].callsPerSecond))") }
+        print("  ratio calls/s: " + ratios.joined(separator: ", "))
       }
+    }
+    if sequentialOnly {
+      await supervisor.stopAll()
+      return
     }
     for (transport, id) in transports {
       let perCall = try await Measure.allocationsPerCall(min(calls, 5_000)) {
