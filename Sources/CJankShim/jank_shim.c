@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -150,4 +151,17 @@ int jank_pipe_cloexec(int fds[2]) {
 
 int jank_accept_cloexec(int fd) {
   return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+int jank_eventfd(void) {
+  return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void jank_eventfd_signal(int fd) {
+  eventfd_write(fd, 1);
+}
+
+void jank_eventfd_drain(int fd) {
+  eventfd_t count;
+  (void)eventfd_read(fd, &count);
 }

@@ -2,9 +2,9 @@ import CJankShim
 import Glibc
 
 /// The plugin's jank-frame listening socket. Connections are accepted here, on a thread of
-/// its own, rather than by NIO, so that each connection's descriptor is known: the frame
-/// server polls it for a moment after answering when the host's next request is microseconds
-/// away (`AdaptiveSpin`). A plugin has one or two connections, so one blocked thread is cheap.
+/// its own, and each is then served by a `FrameConnection` (a thread of its own too) that
+/// reads and writes the descriptor directly. A plugin has one or two connections, so these
+/// blocked threads are cheap.
 final class FrameListener: Sendable {
   let fd: CInt
 

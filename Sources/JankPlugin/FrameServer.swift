@@ -1,14 +1,14 @@
-import JankExecutors
+import Glibc
 import JankFrame
 import JankProtocol
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 
 /// Serves a plugin over jank-frame (docs/jank-frame.md) on a Unix socket: the fast path a
 /// Jank host negotiates. Each connection's frames are read, and its calls run, on that
-/// connection's event loop; calls are multiplexed by id and may finish in any order.
+/// connection's own thread (`FrameConnection`); calls are multiplexed by id and may finish
+/// in any order.
 ///
 /// Not generic over the plugin type: the SDK is a separate module from the plugin, so generic
 /// code here would run unspecialized, looking up type metadata on every call.
@@ -27,76 +27,59 @@ struct FrameServer: Sendable {
     inFlight = InFlightCounter(shutdown: shutdown)
   }
 
-  typealias Connection = NIOAsyncChannel<InboundFrame, Frame>
-
   /// Serves every connection the listener accepts, until it is closed.
   func run(_ listener: FrameListener) async {
-    let maxPayloadLength = maxPayloadLength
     await withDiscardingTaskGroup { group in
       for await fd in listener.connections() {
-        let connection: Connection
+        let calls = CallsInFlight()
+        let connection: FrameConnection
         do {
-          connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).withConnectedSocket(fd) { channel in
-            channel.eventLoop.makeCompletedFuture {
-              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxPayloadLength: maxPayloadLength)))
-              try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-              return try Connection(wrappingChannelSynchronously: channel)
-            }
-          }
+          connection = try FrameConnection.start(fd: fd, maxPayloadLength: maxPayloadLength) { calls.cancel($0) }
         } catch {
-          // The descriptor is NIO's once handed over: a failed set-up closes it.
           logger.warning("jank-frame connection could not be set up", metadata: ["error": "\(error)"])
+          Glibc.close(fd)
           continue
         }
-        // The connection's frames are read, and its calls run, on its event loop.
-        group.addTask(executorPreference: EventLoopTaskExecutor(connection.channel.eventLoop)) {
-          await serve(connection, fd: fd)
+        // The connection's frames are read, and its calls run, on its own thread.
+        group.addTask(executorPreference: connection) {
+          await serve(connection, calls: calls)
+          connection.finish()
         }
       }
     }
   }
 
-  private func serve(_ connection: Connection, fd: CInt) async {
-    let channel = connection.channel
-    let calls = CallsInFlight()
-    let spin = AdaptiveSpin.fromEnvironment().map { ConnectionSpin(fd: fd, spin: $0, eventLoop: channel.eventLoop) }
-    do {
-      try await connection.executeThenClose { inbound, _ in
-        try await withThrowingDiscardingTaskGroup { group in
-          for try await event in inbound {
-            switch event {
-            case .tooLarge(let type, let id, let length):
-              guard type.isRequest else { continue }
-              let error = FrameErrorPayload(code: .tooLarge, message: "the \(type) frame's payload is \(length) bytes, over this plugin's maximum of \(maxPayloadLength)")
-              channel.writeAndFlush(error.frame(id: id), promise: nil)
-            case .frame(let frame):
-              spin?.requestArrived()
-              switch frame.type {
-              case .execute, .healthCheck:
-                // A child task on this loop's executor: no thread hop, and it can be cancelled.
-                group.addTask { await answer(frame, calls: calls, channel: channel, spin: spin) }
-              case .cancel:
-                calls.cancel(frame.id)
-              case .shutdown:
-                channel.writeAndFlush(Frame(type: .shutdownResult, id: frame.id), promise: nil)
-                shutdown.fire()
-              default:
-                let error = FrameErrorPayload(code: .invalid, message: "frame type \(frame.type.rawValue) is not a request this plugin knows (jank-frame 1)")
-                channel.writeAndFlush(error.frame(id: frame.id), promise: nil)
-              }
-            }
+  private func serve(_ connection: FrameConnection, calls: CallsInFlight) async {
+    let maxPayloadLength = maxPayloadLength
+    await withDiscardingTaskGroup { group in
+      while let event = await connection.nextFrame() {
+        switch event {
+        case .tooLarge(let type, let id, let length):
+          guard type.isRequest else { continue }
+          let error = FrameErrorPayload(code: .tooLarge, message: "the \(type) frame's payload is \(length) bytes, over this plugin's maximum of \(maxPayloadLength)")
+          connection.send(error.frame(id: id))
+        case .frame(let frame):
+          switch frame.type {
+          case .execute, .healthCheck:
+            // A child task on this connection's executor: no thread hop, and it can be cancelled.
+            group.addTask { await answer(frame, calls: calls, connection: connection) }
+          case .cancel:
+            calls.cancel(frame.id)
+          case .shutdown:
+            connection.send(Frame(type: .shutdownResult, id: frame.id))
+            shutdown.fire()
+          default:
+            let error = FrameErrorPayload(code: .invalid, message: "frame type \(frame.type.rawValue) is not a request this plugin knows (jank-frame 1)")
+            connection.send(error.frame(id: frame.id))
           }
-          // The host closed the connection: its calls have no one to answer to.
-          calls.cancelAll()
         }
       }
-    } catch {
+      // The host closed the connection (or broke the framing): its calls have no one to answer to.
       calls.cancelAll()
-      logger.debug("jank-frame connection closed", metadata: ["error": "\(error)"])
     }
   }
 
-  private func answer(_ frame: Frame, calls: CallsInFlight, channel: any Channel, spin: ConnectionSpin?) async {
+  private func answer(_ frame: Frame, calls: CallsInFlight, connection: FrameConnection) async {
     let reply: Frame
     if shutdown.isFired {
       reply = FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down and did not start this call").frame(id: frame.id)
@@ -105,10 +88,9 @@ struct FrameServer: Sendable {
     } else {
       inFlight.started()
       defer { inFlight.finished() }
-      reply = await execute(frame, calls: calls, eventLoop: channel.eventLoop)
+      reply = await execute(frame, calls: calls, connection: connection)
     }
-    channel.writeAndFlush(reply, promise: nil)
-    if calls.isEmpty { spin?.answered() }
+    connection.send(reply)
   }
 
   private func healthCheck(id: UInt64) async -> Frame {
@@ -117,7 +99,7 @@ struct FrameServer: Sendable {
       ?? FrameErrorPayload(code: .invalid, message: "could not encode the health answer").frame(id: id)
   }
 
-  private func execute(_ frame: Frame, calls: CallsInFlight, eventLoop: any EventLoop) async -> Frame {
+  private func execute(_ frame: Frame, calls: CallsInFlight, connection: FrameConnection) async -> Frame {
     let id = frame.id
     let timeoutMs: UInt32
     let method: String
@@ -134,9 +116,9 @@ struct FrameServer: Sendable {
       return FrameErrorPayload(code: .invalid, message: "call id \(id) is already in flight on this connection").frame(id: id)
     }
     // The host's deadline also holds here, so a call nobody waits for stops on its own.
-    let deadline = timeoutMs == 0 ? nil : eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) { calls.cancel(id) }
+    let deadline = timeoutMs == 0 ? nil : connection.scheduleTimeout(callID: id, milliseconds: timeoutMs)
     defer {
-      deadline?.cancel()
+      deadline.map(connection.cancelTimeout)
       calls.end(id)
     }
     do {
@@ -187,30 +169,6 @@ final class CallsInFlight: @unchecked Sendable {
     lock.withLock {
       for task in tasks.values { task.cancel() }
     }
-  }
-}
-
-/// Spinning on one connection: after the last answer in flight, poll for the host's next
-/// request for a moment when requests have been following answers closely. Used only on
-/// the connection's event loop.
-final class ConnectionSpin: Sendable {
-  private let fd: CInt
-  private let state: NIOLoopBoundBox<(spin: AdaptiveSpin, answeredAt: UInt64)>
-
-  init(fd: CInt, spin: AdaptiveSpin, eventLoop: any EventLoop) {
-    self.fd = fd
-    state = NIOLoopBoundBox((spin, 0), eventLoop: eventLoop)
-  }
-
-  func requestArrived() {
-    guard state.value.answeredAt != 0 else { return }
-    state.value.spin.record(waitNanoseconds: AdaptiveSpin.now() &- state.value.answeredAt)
-    state.value.answeredAt = 0
-  }
-
-  func answered() {
-    state.value.answeredAt = AdaptiveSpin.now()
-    if state.value.spin.shouldSpin() { _ = state.value.spin.spin(untilReadable: fd) }
   }
 }
 

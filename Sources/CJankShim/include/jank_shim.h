@@ -45,6 +45,11 @@ int jank_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC): a connection that no child process inherits.
 int jank_accept_cloexec(int fd);
 
+// A close-on-exec, non-blocking eventfd: one thread wakes another that sleeps in poll(2).
+int jank_eventfd(void);
+void jank_eventfd_signal(int fd);
+void jank_eventfd_drain(int fd);
+
 // An epoll set of pidfds, keyed by pid (epoll_event is packed and awkward from Swift).
 int jank_epoll_create(void);
 int jank_epoll_watch_pidfd(int epoll_fd, int pidfd, pid_t pid);
