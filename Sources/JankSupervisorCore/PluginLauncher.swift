@@ -200,11 +200,23 @@ struct PluginLauncher: PluginLaunching {
 }
 
 extension PluginLauncher {
-  /// "state S, waiting in do_epoll_wait" from /proc, for start-up errors.
+  /// "state S, waiting in do_epoll_wait" from /proc, for start-up errors, then where each
+  /// of its threads waits: a Swift program's main thread always parks in `sigsuspend`
+  /// (libdispatch), so the main thread alone does not tell where a start-up is stuck.
   static func procState(_ pid: pid_t) -> String {
     let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
     let state = stat.lastIndex(of: ")").map { String(stat[$0...].dropFirst(2).prefix(1)) } ?? "?"
     let wchan = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)) ?? "?"
-    return "state \(state), waiting in \(wchan.isEmpty ? "?" : wchan)"
+    var text = "state \(state), waiting in \(wchan.isEmpty ? "?" : wchan)"
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    if tasks.count > 1 {
+      let threads = tasks.sorted().prefix(16).map { task -> String in
+        let comm = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        let wchan = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/wchan", encoding: .utf8)) ?? "?"
+        return "\(comm) in \(wchan.isEmpty ? "?" : wchan)"
+      }
+      text += "; threads: " + threads.joined(separator: ", ")
+    }
+    return text
   }
 }

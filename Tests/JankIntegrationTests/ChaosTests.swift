@@ -49,7 +49,7 @@ import Testing
       for worker in 0..<6 {
         group.addTask {
           var n = 0
-          while loadRunning.isSet {
+          while loadRunning.isSet, !Task.isCancelled {
             n += 1
             let args: [String: JSONValue] = ["worker": .number(Double(worker)), "n": .number(Double(n)), "nested": ["list": [1, "two", nil]]]
             await timedCall(client, ExecuteParams(id: ids.randomElement()!, method: "echo", args: args, timeoutMs: 2000), tally, expect: args)

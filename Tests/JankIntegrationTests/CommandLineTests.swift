@@ -2,6 +2,14 @@ import Foundation
 import JankJSON
 import Testing
 
+struct JankctlOutputError: Error, CustomStringConvertible {
+  var arguments: [String]
+  var status: Int32
+  var stdout: String
+  var stderr: String
+  var description: String { "jankctl \(arguments) exited \(status) with stdout that is not JSON: '\(stdout)', stderr: '\(stderr)'" }
+}
+
 /// The real binaries: `jank-supervisor` with its flags, `jankctl` with `--json` and exit codes.
 @Suite(.serialized) struct CommandLineTests {
   func jankctl(_ workspace: Workspace, _ arguments: [String]) async throws -> ProgramResult {
@@ -10,8 +18,12 @@ import Testing
 
   func jankctlJSON(_ workspace: Workspace, _ arguments: [String]) async throws -> (Int32, JSONValue) {
     let result = try await runProgram(Binaries.jankctl, arguments + ["--socket", workspace.socket, "--json"])
-    let json = try JSONDecoder().decode(JSONValue.self, from: Data(result.stdout.utf8))
-    return (result.status, json)
+    do {
+      return (result.status, try JSONDecoder().decode(JSONValue.self, from: Data(result.stdout.utf8)))
+    } catch {
+      // Say what jankctl printed instead, so that a failure names its cause.
+      throw JankctlOutputError(arguments: arguments, status: result.status, stdout: result.stdout, stderr: result.stderr)
+    }
   }
 
   /// SIGTERM to the supervisor; how long it took to exit (with status 0, at most 30 s).

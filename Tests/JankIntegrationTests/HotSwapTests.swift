@@ -15,6 +15,8 @@ import Testing
 
       let keepGoing = Flag()
       let outcomes = Outcomes()
+      // Whatever ends the test, an early failure too, ends the load: else it runs hot forever.
+      defer { keepGoing.clear() }
       let load = (0..<4).map { worker in
         Task {
           while keepGoing.isSet {
