@@ -63,7 +63,7 @@ let package = Package(
     // payloads on NIOCore and swift-protobuf; no Foundation.
     .target(
       name: "JankFrame",
-      dependencies: ["JankProtocol", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      dependencies: ["JankJSON", "JankProtocol", nioCore, .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       swiftSettings: swiftSettings
     ),
 
@@ -154,7 +154,7 @@ let package = Package(
 
     .testTarget(
       name: "JankProtocolTests",
-      dependencies: ["JankProtocol", "JankJSON"],
+      dependencies: ["JankProtocol", "JankJSON", "JankFrame", nioCore],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -1,3 +1,4 @@
+public import JankJSON
 public import JankProtocol
 public import NIOCore
 public import SwiftProtobuf
@@ -5,6 +6,38 @@ public import SwiftProtobuf
 /// The `plugin.proto` messages inside frames, serialized straight into and out of
 /// `ByteBuffer`s (no `Data`, no Foundation).
 extension Frame {
+  /// An `execute` request for `method` with `args`, encoded by `ExecuteCodec` (the hot path).
+  public static func execute(id: UInt64, timeoutMs: UInt32, method: String, args: [String: JSONValue]) -> Frame {
+    var payload = ByteBuffer()
+    payload.reserveCapacity(64)
+    payload.writeInteger(timeoutMs)
+    ExecuteCodec.writeRequest(method: method, args: args, to: &payload)
+    return Frame(type: .execute, id: id, payload: payload)
+  }
+
+  /// An `execute-result` answer carrying `data`, encoded by `ExecuteCodec`.
+  public static func executeResult(id: UInt64, data: [String: JSONValue]) -> Frame {
+    var payload = ByteBuffer()
+    payload.reserveCapacity(64)
+    ExecuteCodec.writeResponse(data: data, to: &payload)
+    return Frame(type: .executeResult, id: id, payload: payload)
+  }
+
+  /// Reads an `execute` request's timeout, method and arguments.
+  public func executeCall() throws -> (timeoutMs: UInt32, method: String, args: [String: JSONValue]) {
+    var payload = payload
+    guard let timeout = payload.readInteger(as: UInt32.self) else {
+      throw FrameDecodingError(description: "execute frame \(id) has no timeout field")
+    }
+    let (method, args) = try ExecuteCodec.readRequest(payload)
+    return (timeout, method, args)
+  }
+
+  /// Reads an `execute-result` answer's data.
+  public func executeData() throws -> [String: JSONValue] {
+    try ExecuteCodec.readResponse(payload)
+  }
+
   /// An `execute` request: `timeout_ms: UInt32` then the protobuf request.
   public static func execute(id: UInt64, timeoutMs: UInt32, request: Plugin_ExecuteRequest) throws -> Frame {
     let message: ProtobufBytes = try request.serializedBytes()

@@ -105,10 +105,7 @@ struct FrameServer: Sendable {
     let method: String
     let args: [String: JSONValue]
     do {
-      let decoded = try frame.executeRequest()
-      timeoutMs = decoded.timeoutMs
-      method = decoded.request.method
-      args = try AnyMap.unpack(decoded.request.args)
+      (timeoutMs, method, args) = try frame.executeCall()
     } catch {
       return FrameErrorPayload(code: .invalid, message: "undecodable execute request: \(error)").frame(id: id)
     }
@@ -122,9 +119,7 @@ struct FrameServer: Sendable {
       calls.end(id)
     }
     do {
-      var response = Plugin_ExecuteResponse()
-      response.data = AnyMap.pack(try await plugin.execute(method: method, args: args))
-      return try Frame.message(.executeResult, id: id, response)
+      return Frame.executeResult(id: id, data: try await plugin.execute(method: method, args: args))
     } catch {
       if Task.isCancelled {
         return FrameErrorPayload(code: .cancelled, message: "the call was cancelled: \(error)").frame(id: id)

@@ -66,12 +66,9 @@ final class FramePluginConnection: PluginConnection {
   }
 
   nonisolated(nonsending) func execute(method: String, args: [String: JSONValue], timeout: Duration) async throws -> [String: JSONValue] {
-    var request = Plugin_ExecuteRequest()
-    request.method = method
-    request.args = AnyMap.pack(args)
     let id = newID()
     let timeoutMs = UInt32(clamping: max(timeout.nanosecondsClamped / 1_000_000, 1))
-    let frame = try Frame.execute(id: id, timeoutMs: timeoutMs, request: request)
+    let frame = Frame.execute(id: id, timeoutMs: timeoutMs, method: method, args: args)
     guard frame.payloadLength <= maxPayloadLength else {
       throw ControlError(.tooLarge, "the call's arguments are \(frame.payloadLength) bytes encoded, over jank-frame's maximum of \(maxPayloadLength)")
     }
@@ -79,7 +76,7 @@ final class FramePluginConnection: PluginConnection {
     switch answer.type {
     case .executeResult:
       do {
-        return try AnyMap.unpack(answer.message(as: Plugin_ExecuteResponse.self).data)
+        return try answer.executeData()
       } catch {
         throw ControlError(.pluginError, "the plugin answered with data that is not JSON: \(error)")
       }
