@@ -153,6 +153,10 @@ int jank_accept_cloexec(int fd) {
   return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 }
 
+void jank_name_thread(const char *name) {
+  (void)prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
 int jank_eventfd(void) {
   return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }

@@ -59,6 +59,8 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
     var thread = pthread_t()
     // A bare pthread, not Foundation's Thread (see FrameListener).
     let created = pthread_create(&thread, nil, { context in
+      // Named for ps, top and perf (it would inherit its creator's, a pool thread's, name).
+      jank_name_thread("jank-frame-conn")
       Unmanaged<FrameConnection>.fromOpaque(context!).takeRetainedValue().run()
       return nil
     }, context.toOpaque())

@@ -41,6 +41,7 @@ final class FrameListener: Sendable {
     let loop = Unmanaged.passRetained(AcceptLoop(fd: fd, continuation: continuation))
     var thread = pthread_t()
     let created = pthread_create(&thread, nil, { context in
+      jank_name_thread("jank-accept")
       let loop = Unmanaged<AcceptLoop>.fromOpaque(context!).takeRetainedValue()
       loop.run()
       return nil

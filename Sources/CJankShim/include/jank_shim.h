@@ -45,6 +45,9 @@ int jank_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC): a connection that no child process inherits.
 int jank_accept_cloexec(int fd);
 
+// Names the calling thread (15 bytes at most) for ps, top and perf: prctl(PR_SET_NAME).
+void jank_name_thread(const char *name);
+
 // A close-on-exec, non-blocking eventfd: one thread wakes another that sleeps in poll(2).
 int jank_eventfd(void);
 void jank_eventfd_signal(int fd);
