@@ -41,6 +41,9 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
   private var decoder: FrameDecoder
   private var reader: UnsafeContinuation<InboundFrame?, Never>?
   private var closed = false
+  /// False once a read drained the socket, until poll or the spin sees it readable again:
+  /// saves a read that would only say EAGAIN before each wait.
+  private var mayBeReadable = true
   private var spin: AdaptiveSpin?
   private var spunForThisWait = false
   private let onTimeout: @Sendable (UInt64) -> Void
@@ -169,7 +172,10 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
       if readForWaitingReader() { continue }
       let (timeout, outputPending) = fireDueTimers()
       if timeout == 0 { continue }
-      if spinIfWorthIt(outputPending: outputPending) { continue }
+      if spinIfWorthIt(outputPending: outputPending) {
+        mayBeReadable = true
+        continue
+      }
       // Sleep, unless another thread gave this one work since it looked.
       let (asleep, writing) = shared.withLock { state -> (Bool, Bool) in
         guard state.jobs.isEmpty, !state.finished, !state.timersChanged else { return (false, false) }
@@ -184,6 +190,7 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
       pollSet[0].revents = 0
       pollSet[1].revents = 0
       _ = poll(&pollSet, 2, timeout)
+      if pollSet[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { mayBeReadable = true }
       shared.withLock { state in
         state.sleeping = false
         if pollSet[0].revents & Int16(POLLOUT) != 0 { flush(&state) }
@@ -206,15 +213,19 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
   /// next frame, or the end. Returns whether it resumed the reader.
   private func readForWaitingReader() -> Bool {
     guard let waiting = reader else { return false }
-    if !closed {
+    if !closed, mayBeReadable {
       var result = 0
+      var space = 0
       var failure: CInt = 0
       input.writeWithUnsafeMutableBytes(minimumWritableBytes: 64 << 10) { buffer in
+        space = buffer.count
         result = Glibc.read(fd, buffer.baseAddress, buffer.count)
         failure = result < 0 ? errno : 0
         return max(result, 0)  // the bytes written into the buffer
       }
       if result == 0 || (result < 0 && failure != EAGAIN && failure != EINTR) { close() }
+      // Less than asked for: the socket is empty now, and poll or the spin says when it is not.
+      if result < space && failure != EINTR { mayBeReadable = false }
     }
     if let frame = decodeBuffered() {
       reader = nil
