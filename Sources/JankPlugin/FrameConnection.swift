@@ -16,7 +16,6 @@ import Synchronization
 final class FrameConnection: TaskExecutor, @unchecked Sendable {
   private let fd: CInt
   private let wakeFD: CInt
-  private let maxPayloadLength: Int
 
   /// What other threads touch: under `shared`'s lock.
   private struct Shared {
@@ -46,10 +45,13 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
   private var mayBeReadable = true
   private var spin: AdaptiveSpin?
   private var spunForThisWait = false
+  /// The connection's thread, set when it starts (for an assertion).
+  private var thread = pthread_t()
   private let onTimeout: @Sendable (UInt64) -> Void
 
-  /// Takes over `fd` (closed when the connection ends) and starts the connection's thread.
-  /// `onTimeout` gets a call's id when the deadline given to `scheduleTimeout` passes.
+  /// Takes over `fd` (closed when the connection ends) and starts the connection's thread;
+  /// when it throws, `fd` is still the caller's. `onTimeout` gets a call's id when the
+  /// deadline given to `scheduleTimeout` passes.
   static func start(fd: CInt, maxPayloadLength: Int, onTimeout: @escaping @Sendable (UInt64) -> Void) throws -> FrameConnection {
     let flags = fcntl(fd, F_GETFL)
     guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
@@ -57,11 +59,11 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
     }
     let wakeFD = jank_eventfd()
     guard wakeFD >= 0 else { throw ListenError("eventfd() failed: \(String(cString: strerror(errno)))") }
-    let connection = FrameConnection(fd: fd, wakeFD: wakeFD, maxPayloadLength: maxPayloadLength, onTimeout: onTimeout)
+    let connection = FrameConnection(fd: fd, wakeFD: wakeFD, decoder: FrameDecoder(maxPayloadLength: maxPayloadLength), onTimeout: onTimeout)
     let context = Unmanaged.passRetained(connection)
-    var thread = pthread_t()
+    var handle = pthread_t()
     // A bare pthread, not Foundation's Thread (see FrameListener).
-    let created = pthread_create(&thread, nil, { context in
+    let created = pthread_create(&handle, nil, { context in
       // Named for ps, top and perf (it would inherit its creator's, a pool thread's, name).
       jank_name_thread("jank-frame-conn")
       Unmanaged<FrameConnection>.fromOpaque(context!).takeRetainedValue().run()
@@ -72,16 +74,15 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
       Glibc.close(wakeFD)
       throw ListenError("could not start the connection's thread: \(String(cString: strerror(created)))")
     }
-    pthread_detach(thread)
+    pthread_detach(handle)
     return connection
   }
 
-  private init(fd: CInt, wakeFD: CInt, maxPayloadLength: Int, onTimeout: @escaping @Sendable (UInt64) -> Void) {
+  private init(fd: CInt, wakeFD: CInt, decoder: FrameDecoder, onTimeout: @escaping @Sendable (UInt64) -> Void) {
     self.fd = fd
     self.wakeFD = wakeFD
-    self.maxPayloadLength = maxPayloadLength
+    self.decoder = decoder
     self.onTimeout = onTimeout
-    decoder = FrameDecoder(maxPayloadLength: maxPayloadLength)
     spin = AdaptiveSpin.fromEnvironment()
   }
 
@@ -105,6 +106,8 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
   /// The next frame from the host; nil once the host closed the connection or sent bytes
   /// that are not jank-frame (the connection is then shut down).
   func nextFrame() async -> InboundFrame? {
+    // The reader's state is the thread's own; the frame server's tasks prefer this executor.
+    assert(pthread_equal(thread, pthread_self()) != 0, "nextFrame() called off the connection's thread")
     if let frame = decodeBuffered() { return frame }
     if closed { return nil }
     return await withUnsafeContinuation { reader = $0 }
@@ -155,6 +158,7 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
   // MARK: The thread
 
   private func run() {
+    thread = pthread_self()
     var pollSet = [pollfd(fd: fd, events: 0, revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
     // Two job arrays swapped in turn, so that taking the queue allocates nothing.
     var jobs: [UnownedJob] = []
@@ -332,7 +336,8 @@ final class FrameConnection: TaskExecutor, @unchecked Sendable {
         return
       }
     }
-    state.output.clear()
+    // Everything went out; a buffer grown for a big answer is not kept for the connection's life.
+    if state.output.capacity > 1 << 20 { state.output = ByteBuffer() } else { state.output.clear() }
   }
 
   /// Stops reading and shuts the socket down, so that the host sees the connection end.
