@@ -70,7 +70,7 @@ let package = Package(
     // The plugin SDK: implement `Plugin`, call `serve`.
     .target(
       name: "JankPlugin",
-      dependencies: ["JankProtocol", "JankFrame", "JankExecutors", "CJankShim", grpcCore, grpcTransport, nioCore, nioPosix, logging],
+      dependencies: ["JankProtocol", "JankFrame", "CJankShim", grpcCore, grpcTransport, nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
 
