@@ -141,7 +141,7 @@ struct PluginLauncher: PluginLaunching {
       // Where the silent process is (its program, state and kernel wait channel) tells a
       // plugin stuck in its own start-up from one that never reached exec.
       let program = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.pid)/exe")) ?? "?"
-      let state = Self.procState(process.pid)
+      let state = Self.procState(process.pid) + "; " + Self.stdoutState(process.pid)
       throw await fail(
         .startTimeout,
         "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first (process \(process.pid): \(program), \(state))")
@@ -200,6 +200,20 @@ struct PluginLauncher: PluginLaunching {
 }
 
 extension PluginLauncher {
+  /// Where the silent process's stdout goes and whether this process still holds the pipe's
+  /// read end with bytes unread: a line that was written but never read is this side's fault.
+  static func stdoutState(_ pid: pid_t) -> String {
+    guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/1") else { return "stdout unknown" }
+    let mine = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for entry in mine {
+      guard let fd = Int32(entry), (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(entry)")) == target else { continue }
+      var unread: Int32 = 0
+      _ = ioctl(fd, UInt(FIONREAD), &unread)
+      return "stdout \(target), read end here as fd \(fd) with \(unread) bytes unread"
+    }
+    return "stdout \(target), no read end of it open here"
+  }
+
   /// "state S, waiting in do_epoll_wait" from /proc, for start-up errors, then where each
   /// of its threads waits: a Swift program's main thread always parks in `sigsuspend`
   /// (libdispatch), so the main thread alone does not tell where a start-up is stuck.

@@ -172,8 +172,9 @@ import Testing
   /// crash): the call waits for the next restart instead of failing.
   @Test func aCallWaitsAgainWhenThePluginCrashesBetweenReadyAndTheSend() async throws {
     try await withSupervisor { workspace, running in
-      // A backoff of 1.2-1.8 s: long enough for a loaded machine's polling to see it.
-      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":1500,"max_delay_ms":1500}"#)
+      // A backoff of 2.4-3.6 s: long enough for a loaded machine's polling to see it (1.2-1.8 s
+      // was missed once in about 20 parallel runs).
+      let id = try workspace.addFaultPlugin(extra: #","restart":{"initial_delay_ms":3000,"max_delay_ms":3000}"#)
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       let first = try #require(info.pid)
       let killed = FirstPID()
