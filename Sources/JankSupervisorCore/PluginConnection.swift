@@ -55,7 +55,9 @@ final class GRPCPluginConnection: PluginConnection {
     repeat {
       do {
         var options = CallOptions.defaults
-        options.timeout = min(.seconds(5), deadline - .now)
+        // Never zero or negative (a handshake that came late used up the start timeout):
+        // the one check gets 100 ms, as over jank-frame.
+        options.timeout = max(min(.seconds(5), deadline - .now), .milliseconds(100))
         var request = Grpc_Health_V1_HealthCheckRequest()
         request.service = Handshake.healthService
         options.waitForReady = true
