@@ -195,44 +195,27 @@ struct ProgramResult: Sendable {
   var stderr: String
 }
 
-/// Through the supervisor's own spawner and reaper rather than Foundation's `Process`:
-/// corelibs-foundation's `Process` and `Pipe` have closed descriptors twice under concurrency
-/// (swiftlang/swift#57827), and in this process a stray close can hit a descriptor of an
-/// in-process supervisor running beside the test.
 func runProgram(_ path: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ProgramResult {
-  var request = SpawnRequest(executable: path)
-  request.arguments = arguments
-  request.environment = environment ?? ProcessInfo.processInfo.environment
-  request.newProcessGroup = false
-  let child = try await ProcessSpawner.spawn(request)
-  let (stdout, stderr) = await withCheckedContinuation { continuation in
-    Thread { continuation.resume(returning: readToEnd(child.stdout, child.stderr)) }.start()
-  }
-  let status = await ProcessReaper.shared.waitForExit(pid: child.pid)
-  ProcessReaper.shared.forget(pid: child.pid)
-  let code: Int32 = switch status {
-  case .exited(let code): code
-  case .signaled(let signal): 128 + signal
-  }
-  return ProgramResult(status: code, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-}
-
-/// Reads two pipes to their ends at once (one full pipe must not stall the other), then closes them.
-private func readToEnd(_ first: Int32, _ second: Int32) -> ([UInt8], [UInt8]) {
-  var outputs: [[UInt8]] = [[], []]
-  var fds = [pollfd(fd: first, events: Int16(POLLIN), revents: 0), pollfd(fd: second, events: Int16(POLLIN), revents: 0)]
-  var chunk = [UInt8](repeating: 0, count: 64 << 10)
-  while fds.contains(where: { $0.fd >= 0 }) {
-    guard poll(&fds, 2, -1) >= 0 || errno == EINTR else { break }
-    for index in 0..<2 where fds[index].fd >= 0 && fds[index].revents != 0 {
-      let count = read(fds[index].fd, &chunk, chunk.count)
-      if count > 0 {
-        outputs[index] += chunk[0..<count]
-      } else if count == 0 || errno != EINTR {
-        close(fds[index].fd)
-        fds[index].fd = -1
+  try await withCheckedThrowingContinuation { continuation in
+    Thread {
+      do {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        continuation.resume(returning: ProgramResult(
+          status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self)))
+      } catch {
+        continuation.resume(throwing: error)
       }
-    }
+    }.start()
   }
-  return (outputs[0], outputs[1])
 }
