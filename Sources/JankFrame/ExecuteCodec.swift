@@ -1,4 +1,5 @@
 public import JankJSON
+import JankProtocol
 public import NIOCore
 
 /// `plugin.ExecuteRequest` and `plugin.ExecuteResponse` in protobuf's binary encoding, written
@@ -8,11 +9,9 @@ public import NIOCore
 /// serializes each value into its own `Data`, wraps it in an `Any`, then serializes the map,
 /// and the reverse on the other side; through swift-protobuf's generic visitors this was a
 /// large part of each side's CPU per call (BENCHMARKS.md). The bytes are the same: each
-/// map value is a `google.protobuf.Any` (type URL `valueTypeURL`) packing a
+/// map value is a `google.protobuf.Any` (type URL `JankProtocol.valueTypeURL`) packing a
 /// `google.protobuf.Value`, so gRPC peers and swift-protobuf read them alike (tested both ways).
 public enum ExecuteCodec {
-  /// `type.googleapis.com/google.protobuf.Value`, the type URL of every `Any` written.
-  public static let valueTypeURL = "type.googleapis.com/google.protobuf.Value"
   /// Deeper nesting is refused rather than recursed into (swift-protobuf's limit too).
   public static let maxDepth = 100
 
@@ -33,17 +32,26 @@ public enum ExecuteCodec {
     for (key, value) in map {
       let valueSize = size(of: value)
       let anySize = stringFieldSize(field: 1, utf8Count: valueTypeURL.utf8.count) + 1 + varintSize(UInt64(valueSize)) + valueSize
-      let entrySize = stringFieldSize(field: 1, utf8Count: key.utf8.count) + 1 + varintSize(UInt64(anySize)) + anySize
-      writeTag(field: field, wire: 2, to: &buffer)
-      writeVarint(UInt64(entrySize), to: &buffer)
-      writeString(field: 1, key, to: &buffer)
-      writeTag(field: 2, wire: 2, to: &buffer)
-      writeVarint(UInt64(anySize), to: &buffer)
+      writeEntryHeader(field: field, key: key, valueSize: anySize, to: &buffer)
       writeString(field: 1, valueTypeURL, to: &buffer)
       writeTag(field: 2, wire: 2, to: &buffer)
       writeVarint(UInt64(valueSize), to: &buffer)
       write(value, to: &buffer)
     }
+  }
+
+  /// A map entry's tag, length and key, then the tag and length of its value (field 2),
+  /// whose `valueSize` bytes the caller writes next. `map<string, Any>` and `Struct.fields` alike.
+  private static func writeEntryHeader(field: UInt64, key: String, valueSize: Int, to buffer: inout ByteBuffer) {
+    writeTag(field: field, wire: 2, to: &buffer)
+    writeVarint(UInt64(entrySize(key: key, valueSize: valueSize)), to: &buffer)
+    writeString(field: 1, key, to: &buffer)
+    writeTag(field: 2, wire: 2, to: &buffer)
+    writeVarint(UInt64(valueSize), to: &buffer)
+  }
+
+  private static func entrySize(key: String, valueSize: Int) -> Int {
+    stringFieldSize(field: 1, utf8Count: key.utf8.count) + 1 + varintSize(UInt64(valueSize)) + valueSize
   }
 
   /// A `google.protobuf.Value`'s fields (without its own tag and length). A oneof member is
@@ -65,12 +73,7 @@ public enum ExecuteCodec {
       writeTag(field: 5, wire: 2, to: &buffer)
       writeVarint(UInt64(structSize(object)), to: &buffer)
       for (key, member) in object {
-        let memberSize = size(of: member)
-        writeTag(field: 1, wire: 2, to: &buffer)
-        writeVarint(UInt64(stringFieldSize(field: 1, utf8Count: key.utf8.count) + 1 + varintSize(UInt64(memberSize)) + memberSize), to: &buffer)
-        writeString(field: 1, key, to: &buffer)
-        writeTag(field: 2, wire: 2, to: &buffer)
-        writeVarint(UInt64(memberSize), to: &buffer)
+        writeEntryHeader(field: 1, key: key, valueSize: size(of: member), to: &buffer)
         write(member, to: &buffer)
       }
     case .array(let array):
@@ -103,8 +106,7 @@ public enum ExecuteCodec {
   private static func structSize(_ object: [String: JSONValue]) -> Int {
     var total = 0
     for (key, member) in object {
-      let memberSize = size(of: member)
-      let entry = stringFieldSize(field: 1, utf8Count: key.utf8.count) + 1 + varintSize(UInt64(memberSize)) + memberSize
+      let entry = entrySize(key: key, valueSize: size(of: member))
       total += 1 + varintSize(UInt64(entry)) + entry
     }
     return total
@@ -275,7 +277,7 @@ public enum ExecuteCodecError: Error, Sendable, Equatable, CustomStringConvertib
   public var description: String {
     switch self {
     case .malformed(let reason): "not a valid protobuf message: \(reason)"
-    case .unexpectedAnyType(let key, let typeURL): "field '\(key)' carries \(typeURL.isEmpty ? "no type URL" : typeURL), expected \(ExecuteCodec.valueTypeURL)"
+    case .unexpectedAnyType(let key, let typeURL): "field '\(key)' carries \(typeURL.isEmpty ? "no type URL" : typeURL), expected \(valueTypeURL)"
     case .undecodableAny(let key, let reason): "field '\(key)' is not a valid google.protobuf.Value: \(reason)"
     }
   }

@@ -55,15 +55,6 @@ extension Frame {
     return Frame(type: type, id: id, payload: bytes.buffer)
   }
 
-  /// Reads an `execute` request's timeout and message.
-  public func executeRequest() throws -> (timeoutMs: UInt32, request: Plugin_ExecuteRequest) {
-    var payload = payload
-    guard let timeout = payload.readInteger(as: UInt32.self) else {
-      throw FrameDecodingError(description: "execute frame \(id) has no timeout field")
-    }
-    return (timeout, try Plugin_ExecuteRequest(serializedBytes: ProtobufBytes(payload)))
-  }
-
   /// Decodes the payload as one protobuf message.
   public func message<M: SwiftProtobuf.Message>(as type: M.Type = M.self) throws -> M {
     try M(serializedBytes: ProtobufBytes(payload))

@@ -18,7 +18,7 @@ import Testing
       let request = try Plugin_ExecuteRequest(serializedBytes: Array(buffer.readableBytesView))
       #expect(request.method == method, "seed \(seed)")
       #expect(try AnyMap.unpack(request.args) == args, "seed \(seed)")
-      #expect(request.args.values.allSatisfy { $0.typeURL == ExecuteCodec.valueTypeURL })
+      #expect(request.args.values.allSatisfy { $0.typeURL == valueTypeURL })
 
       buffer.clear()
       ExecuteCodec.writeResponse(data: args, to: &buffer)
