@@ -125,6 +125,7 @@ private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: D
     var sent = 0
     while sent < bytes.count {
       let n = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+      if n < 0, errno == EINTR { continue }
       // The server may answer (413) and close before reading everything: stop sending then.
       if n <= 0 { if errno == EPIPE || errno == ECONNRESET { break } else { throw APITestError("send: errno \(errno)") } }
       sent += n
@@ -134,6 +135,8 @@ private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: D
   var buffer = [UInt8](repeating: 0, count: 65536)
   while true {
     let n = recv(fd, &buffer, buffer.count, 0)
+    // A signal (SIGCHLD from any test's child) interrupts recv: that is not the end of the answer.
+    if n < 0, errno == EINTR { continue }
     if n <= 0 { break }
     response.append(contentsOf: buffer[0..<n])
   }

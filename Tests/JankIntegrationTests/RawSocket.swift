@@ -72,11 +72,17 @@ final class RawSocket: @unchecked Sendable {
     var frames: [Frame] = []
     while frames.count < count {
       let single: (bytes: [UInt8], closed: Bool) = await offPool {
-        var pfd = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, Int32(quiet.components.seconds * 1000)) > 0 else { return ([], false) }
         var chunk = [UInt8](repeating: 0, count: 65_536)
-        let n = chunk.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
-        return n > 0 ? (Array(chunk[0..<n]), false) : ([], true)
+        while true {
+          var pfd = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+          let ready = poll(&pfd, 1, Int32(quiet.components.seconds * 1000))
+          // A signal (SIGCHLD from any test's child) is neither silence nor the end, as in read().
+          if ready < 0, errno == EINTR { continue }
+          guard ready > 0 else { return ([], false) }
+          let n = chunk.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+          if n < 0, errno == EINTR { continue }
+          return n > 0 ? (Array(chunk[0..<n]), false) : ([], true)
+        }
       }
       if single.bytes.isEmpty { return (frames, single.closed) }
       buffer.writeBytes(single.bytes)
