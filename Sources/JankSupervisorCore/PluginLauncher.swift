@@ -71,6 +71,10 @@ struct PluginLauncher: PluginLaunching {
   /// A cancelled launch (a stop or restart arrived) ends with this reason, its process killed.
   static let cancelledMessage = "the start was cancelled: the plugin was stopped or restarted before it finished starting"
 
+  /// How long past the start deadline the connect may take: the one health check that a
+  /// handshake printed at the last moment still gets (PluginConnection's 100 ms floor).
+  static let lastCheckGrace: Duration = .milliseconds(100)
+
   func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
     let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
     var request = SpawnRequest(executable: directory + "/" + manifest.binary)
@@ -184,16 +188,24 @@ struct PluginLauncher: PluginLaunching {
           connected.deliver(.failure(error))
         }
       }
-      switch await connected.wait() {
+      // The start timeout is this launcher's own bound, not the transport's: a gRPC call
+      // with waitForReady fires its own deadline late under load (seen 4.5 s past an
+      // 800 ms start timeout). The one check a late handshake still gets has 100 ms.
+      switch await connected.wait(until: deadline + Self.lastCheckGrace) {
       case .some(.success(let connection)):
         return LaunchedPlugin(pid: process.pid, connection: connection, handshake: handshake, cgroup: cgroup, limitsNote: limitsNote)
       case .some(.failure(let error)):
         throw await fail(ContinuousClock.now >= deadline ? .startTimeout : .handshakeFailed, "\(error)")
       case .none:
-        // Cancelled: the connect gives up, and the connection, should it still come, is closed.
+        // Cancelled or out of time: the connect gives up, and the connection, should it
+        // still come, is closed.
+        let cancelled = Task.isCancelled
         connecting.cancel()
         Task { if case .success(let connection)? = await connected.wait() { connection.close() } }
-        throw await fail(.stopped, Self.cancelledMessage)
+        if cancelled { throw await fail(.stopped, Self.cancelledMessage) }
+        throw await fail(
+          .startTimeout,
+          "the plugin printed its handshake but did not report healthy over \(handshake.protocol) at \(handshake.address) within start_timeout_ms (\(manifest.startTimeoutMs) ms)")
       }
     }
   }
