@@ -39,6 +39,7 @@ public actor Supervisor {
   private let logger: Logger
   private let builder: Builder
   private let store: StateStore
+  private let stateFileQueue = DispatchQueue(label: "jank.state-file")
   private let metrics = SupervisorMetrics()
   /// Ticks when any plugin's status changes (at most one pending tick).
   public nonisolated let statusChanges: AsyncStream<Void>
@@ -113,7 +114,7 @@ public actor Supervisor {
       desiredRunning[entry.id] = entry.running
       if entry.running { toStart.append(runner) }
     }
-    persist()
+    await persist()
     await cancellingStartsOnShutdown {
       await withTaskGroup(of: Void.self) { group in
         for runner in toStart { group.addTask { _ = await runner.start() } }
@@ -202,7 +203,7 @@ public actor Supervisor {
     runners[id] = nil
     desiredRunning[id] = nil
     sourceWatcher?.unwatch(id: id)
-    persist()
+    await persist()
     _ = await runner.stop()
     return UnregisterResult(id: id)
   }
@@ -232,10 +233,10 @@ public actor Supervisor {
   }
 
   /// Saves what the operator wants for a registered plugin and returns its runner.
-  private func record(_ id: String, running: Bool) throws -> PluginRunner {
+  private func record(_ id: String, running: Bool) async throws -> PluginRunner {
     let runner = try runner(id)
     desiredRunning[id] = running
-    persist()
+    await persist()
     return runner
   }
 
@@ -373,14 +374,24 @@ public actor Supervisor {
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,
   /// so plugins stopped by a shutdown start again with the next supervisor.
-  private func persist() {
+  /// The write (two fsyncs) runs on a serial queue of its own, in the order of the calls:
+  /// an fsync on a loaded disk takes long, and on the actor it would hold a thread of the
+  /// cooperative pool (two on a 2-core machine), and with it every other call, health check
+  /// and deadline. The caller still waits until the state is on disk.
+  private func persist() async {
     let entries = runners.map { id, runner in
       PersistedRegistration(id: id, directory: runner.directory, running: desiredRunning[id] ?? true)
     }
-    do {
-      try store.save(entries)
-    } catch {
-      logger.error("could not save the state file; registrations will not survive a restart", metadata: ["path": "\(store.path)", "error": "\(error)"])
+    let (store, logger) = (store, logger)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+      stateFileQueue.async {
+        do {
+          try store.save(entries)
+        } catch {
+          logger.error("could not save the state file; registrations will not survive a restart", metadata: ["path": "\(store.path)", "error": "\(error)"])
+        }
+        done.resume()
+      }
     }
   }
 
