@@ -316,7 +316,7 @@ import Testing
     let answer = (try? await http("POST", api.port, "/api/plugin/execute", json: greet).text) ?? "no answer"
     #expect(first, "\(answer)")
 
-    supervisor.killHard()
+    await supervisor.killHard()
     let down = try await http("POST", api.port, "/api/plugin/execute", json: greet)
     #expect(down.status == 503)
     #expect(down.json?["msg"]?.stringValue?.contains("supervisor is unreachable") == true, "\(down.text)")

@@ -118,7 +118,7 @@ import Testing
     #expect(mkdir(live, 0o755) == 0)
     defer { rmdir(live) }
 
-    killed.killHard()
+    await killed.killHard()
     #expect(await eventually(timeout: .seconds(1)) { processIsGone(shell) }, "the shell plugin outlived its supervisor: no PDEATHSIG")
     #expect(!processIsGone(sleeper), "the plugin's own child is expected to outlive the supervisor")
     #expect(FileManager.default.fileExists(atPath: pluginCgroup))

@@ -32,7 +32,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     kill(supervisor.pid, SIGTERM)
     let exited = await supervisor.exited(within: .seconds(30))
     let took = ContinuousClock.now - begin
-    if !exited { supervisor.killHard() }
+    if !exited { await supervisor.killHard() }
     try #require(exited, "the supervisor did not exit within 30 s of SIGTERM")
     #expect(supervisor.process.terminationStatus == 0)
     return took
@@ -188,8 +188,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
       })
       pids.append(Int(try #require(try await jankctlJSON(workspace, ["get", id]).1["pid"]?.numberValue)))
     }
-    kill(supervisor.process.processIdentifier, SIGKILL)
-    supervisor.process.waitUntilExit()
+    await supervisor.killHard()
     let clock = ContinuousClock()
     let begin = clock.now
     #expect(await eventually(timeout: .seconds(1)) { pids.allSatisfy { processIsGone($0) } })
@@ -207,7 +206,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     #expect(await eventually { (try? await jankctlJSON(workspace, ["get", id]).1["in_flight"]) == 1 })
     let clock = ContinuousClock()
     let begin = clock.now
-    supervisor.terminate()
+    await supervisor.terminateAndWait()
     #expect(supervisor.process.terminationStatus == 0)
     #expect(clock.now - begin < .milliseconds(2_500), "shutdown took longer than stop_timeout_ms + 2 s")
     let result = try await call.value

@@ -41,6 +41,7 @@ final class Workspace: @unchecked Sendable {
   var socket: String { state + "/supervisor.sock" }
 
   init() throws {
+    _ = StallProbe.started
     try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
     try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
   }
@@ -54,9 +55,10 @@ final class Workspace: @unchecked Sendable {
     let dir = plugins + "/" + name
     try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
     let manifest = #"{"id":"\#(id ?? "dev.test.\(name)")","name":"\#(name)","version":"1.0.0","type":"handler","binary":"bin/run"\#(extra)}"#
-    try manifest.write(toFile: dir + "/plugin.json", atomically: true, encoding: .utf8)
+    // Not atomically: that fsyncs, on a thread of the cooperative pool (see `exitOf`).
+    try manifest.write(toFile: dir + "/plugin.json", atomically: false, encoding: .utf8)
     if let script {
-      try ("#!/bin/sh\n" + script + "\n").write(toFile: dir + "/bin/run", atomically: true, encoding: .utf8)
+      try ("#!/bin/sh\n" + script + "\n").write(toFile: dir + "/bin/run", atomically: false, encoding: .utf8)
       chmod(dir + "/bin/run", 0o755)
     }
     return id ?? "dev.test.\(name)"
@@ -130,21 +132,44 @@ final class SupervisorProcess: @unchecked Sendable {
 
   /// A test that throws before it stops its supervisor must not leave it running.
   deinit {
-    if process.isRunning {
-      kill(pid, SIGKILL)
-      process.waitUntilExit()
-    }
+    if process.isRunning { kill(pid, SIGKILL) }
   }
 
+  /// SIGTERM, without waiting (for `defer`): the exit is awaited on a thread of its own.
   func terminate() {
     process.terminate()
-    process.waitUntilExit()
+    reapInTheBackground(process)
   }
 
-  func killHard() {
-    kill(pid, SIGKILL)
-    process.waitUntilExit()
+  /// SIGTERM, and returns once the supervisor exited.
+  func terminateAndWait() async {
+    process.terminate()
+    await exitOf(process)
   }
+
+  func killHard() async {
+    kill(pid, SIGKILL)
+    await exitOf(process)
+  }
+}
+
+/// Waits for a Foundation `Process` to exit on a thread of its own. `waitUntilExit` blocks
+/// its thread, and a test that blocks a thread of the cooperative pool (two of them on a
+/// 2-core machine) stalls every in-process supervisor of the run with it: start timeouts,
+/// call deadlines and health checks all fire late (a stall probe caught a `defer` that
+/// waited here for a supervisor's shutdown).
+func exitOf(_ process: Process) async {
+  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+    Thread {
+      process.waitUntilExit()
+      continuation.resume()
+    }.start()
+  }
+}
+
+/// Keeps `process` alive until it exited, without anyone waiting for it.
+func reapInTheBackground(_ process: Process) {
+  Thread { process.waitUntilExit() }.start()
 }
 
 func withSupervisor(_ body: (Workspace, RunningSupervisor) async throws -> Void) async throws {

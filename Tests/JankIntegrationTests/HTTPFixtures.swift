@@ -50,15 +50,13 @@ final class APIProcess: @unchecked Sendable {
 
   /// A test that throws before it stops its jank-api must not leave it running.
   deinit {
-    if process.isRunning {
-      kill(process.processIdentifier, SIGKILL)
-      process.waitUntilExit()
-    }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
   }
 
+  /// SIGTERM, without waiting (for `defer`; see `exitOf`).
   func terminate() {
     process.terminate()
-    process.waitUntilExit()
+    reapInTheBackground(process)
   }
 }
 
@@ -133,15 +131,19 @@ private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: D
   }
   var response = Data()
   var buffer = [UInt8](repeating: 0, count: 65536)
+  let begin = ContinuousClock.now
+  var end = "the server closed the connection"
   while true {
     let n = recv(fd, &buffer, buffer.count, 0)
     // A signal (SIGCHLD from any test's child) interrupts recv: that is not the end of the answer.
     if n < 0, errno == EINTR { continue }
+    if n < 0 { end = "recv failed: \(String(cString: strerror(errno))) (errno \(errno))" }
     if n <= 0 { break }
     response.append(contentsOf: buffer[0..<n])
   }
   guard let split = response.range(of: Data("\r\n\r\n".utf8)) else {
-    throw APITestError("no HTTP response head in \(response.count) bytes: \(String(decoding: response.prefix(200), as: UTF8.self))")
+    throw APITestError(
+      "\(method) \(path): no HTTP response head in \(response.count) bytes after \(ContinuousClock.now - begin): \(end): \(String(decoding: response.prefix(200), as: UTF8.self))")
   }
   let lines = String(decoding: response[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
   let status = Int(lines[0].split(separator: " ")[1]) ?? 0

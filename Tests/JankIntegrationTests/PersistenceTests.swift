@@ -126,7 +126,7 @@ import Testing
     kill(process.processIdentifier, SIGTERM)
     let exited = await eventually(timeout: .seconds(10)) { !process.isRunning }
     if !exited { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
+    await exitOf(process)
     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
     try #require(up, "the supervisor did not start as nobody: \(output)")
 

@@ -37,7 +37,7 @@ import Testing
     #expect(await eventually { notify.messages.contains { $0.contains("0 ready, 0 error, 1 backoff") } }, "\(notify.messages.filter { $0.hasPrefix("STATUS") })")
     #expect(await eventually { notify.messages.last { $0.hasPrefix("STATUS") } == "STATUS=1 ready, 0 error, 0 backoff" })
 
-    supervisor.terminate()
+    await supervisor.terminateAndWait()
     #expect(supervisor.process.terminationStatus == 0)
     #expect(notify.messages.contains { $0.hasPrefix("STOPPING=1") }, "\(notify.messages.suffix(3))")
   }
