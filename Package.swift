@@ -171,7 +171,7 @@ let package = Package(
     .testTarget(
       name: "JankIntegrationTests",
       dependencies: [
-        "JankSupervisorCore", "JankControl", "JankJSON", "JankFrame", "JankProtocol", nioCore,
+        "JankSupervisorCore", "JankControl", "JankJSON", "JankFrame", "JankProtocol", nioCore, nioPosix,
         "jank-supervisor", "jankctl", "jank-api", "jank-bench", "hello-world", "fault-plugin",
       ],
       swiftSettings: swiftSettings
