@@ -55,10 +55,9 @@ final class Workspace: @unchecked Sendable {
     let dir = plugins + "/" + name
     try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
     let manifest = #"{"id":"\#(id ?? "dev.test.\(name)")","name":"\#(name)","version":"1.0.0","type":"handler","binary":"bin/run"\#(extra)}"#
-    // Not atomically: that fsyncs, on a thread of the cooperative pool (see `exitOf`).
-    try manifest.write(toFile: dir + "/plugin.json", atomically: false, encoding: .utf8)
+    try writeText(manifest, to: dir + "/plugin.json")
     if let script {
-      try ("#!/bin/sh\n" + script + "\n").write(toFile: dir + "/bin/run", atomically: false, encoding: .utf8)
+      try writeText("#!/bin/sh\n" + script + "\n", to: dir + "/bin/run")
       chmod(dir + "/bin/run", 0o755)
     }
     return id ?? "dev.test.\(name)"
@@ -164,6 +163,22 @@ func exitOf(_ process: Process) async {
       process.waitUntilExit()
       continuation.resume()
     }.start()
+  }
+}
+
+/// Writes a file without fsync. Foundation's `String.write(toFile:)` fsyncs even when not
+/// atomic, and on a loaded disk that held a thread of the cooperative pool for seconds (a
+/// stall probe caught it in `addPlugin`; see `exitOf`).
+func writeText(_ text: String, to path: String) throws {
+  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+  guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
+  defer { close(fd) }
+  var bytes = Array(text.utf8)[...]
+  while !bytes.isEmpty {
+    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if n < 0, errno == EINTR { continue }
+    guard n > 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
+    bytes = bytes.dropFirst(n)
   }
 }
 

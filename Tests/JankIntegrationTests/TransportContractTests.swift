@@ -63,14 +63,20 @@ import Testing
     try await withSupervisor { workspace, running in
       let (id, _) = try await register(transport, workspace, running)
       let marker = workspace.root + "/cancelled-\(transport.rawValue)"
+      let started = workspace.root + "/started-\(transport.rawValue)"
       let begin = ContinuousClock.now
       do {
-        _ = try await execute(running, id, "sleep", ["ms": 20_000, "marker": .string(marker)], timeoutMs: 300)
-        Issue.record("a 20 s call returned within a 300 ms deadline")
+        // The deadline must be long enough for the call to reach the plugin: a call that
+        // times out before it was delivered has no task to cancel (with 300 ms, under a
+        // busy loop per core, the grpc case sometimes never started).
+        _ = try await execute(running, id, "sleep", ["ms": 20_000, "marker": .string(marker), "started_marker": .string(started)], timeoutMs: 1500)
+        Issue.record("a 20 s call returned within a 1.5 s deadline")
       } catch let error as ControlError {
         #expect(error.kind == .timeout)
       }
+      // The product bound: the call's timeout_ms (1.5 s), and the answer's way back.
       #expect(ContinuousClock.now - begin < .seconds(5))
+      #expect((try? String(contentsOfFile: started, encoding: .utf8))?.contains("started") == true, "the call never reached the plugin within its 1.5 s deadline")
       #expect(await eventually { (try? String(contentsOfFile: marker, encoding: .utf8))?.contains("cancelled") == true }, "the plugin's task was not cancelled")
       #expect(try await execute(running, id, "sleep", ["ms": 1]) == ["slept_ms": 1])
     }
