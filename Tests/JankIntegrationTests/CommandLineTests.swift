@@ -155,6 +155,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     let clock = ContinuousClock()
     let begin = clock.now
     let (_, timedOut) = try await jankctlJSON(workspace, ["register", slow])
+    // Product bound: build_timeout_s (1 s) ends the build, which is then killed.
     #expect(clock.now - begin < .seconds(10))
     #expect(timedOut["status"] == "error")
     #expect(timedOut["last_error"]?.stringValue?.contains("took longer than 1000 ms") == true, "\(timedOut)")
@@ -191,6 +192,8 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     await supervisor.killHard()
     let clock = ContinuousClock()
     let begin = clock.now
+    // Product bound: PR_SET_PDEATHSIG kills every plugin when the supervisor dies; 1 s is the
+    // promise README makes.
     #expect(await eventually(timeout: .seconds(1)) { pids.allSatisfy { processIsGone($0) } })
     #expect(clock.now - begin < .seconds(1))
   }
@@ -208,6 +211,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     let begin = clock.now
     await supervisor.terminateAndWait()
     #expect(supervisor.process.terminationStatus == 0)
+    // Product bound: shutdown ends within stop_timeout_ms (500 ms here) + 2 s.
     #expect(clock.now - begin < .milliseconds(2_500), "shutdown took longer than stop_timeout_ms + 2 s")
     let result = try await call.value
     #expect(result.status == 1 || result.status == 3)
@@ -249,6 +253,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     }
     for pid in pids { kill(pid_t(pid), SIGSTOP) }
     let took = try await sigtermAndWait(supervisor)
+    // Product bound: one stop sequence (stop_timeout_ms, then SIGKILL) for all plugins at once.
     #expect(took < stopTimeout + .seconds(2), "shutdown took \(took), more than stop_timeout_ms + 2 s")
     #expect(took >= stopTimeout, "the plugins did not get their stop_timeout_ms: \(took)")
     #expect(pids.allSatisfy { processIsGone($0) }, "a frozen plugin survived the shutdown")
@@ -272,6 +277,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     // The build runs in the plugin's folder too.
     #expect(await eventually { processes(workingIn: workspace.plugins).subtracting([Int32(pluginPID)]).count == 1 }, "the build did not start")
     let took = try await sigtermAndWait(supervisor)
+    // Product bound: a start or build in progress is cancelled and killed, not waited for.
     #expect(took < .seconds(5), "shutdown waited for the slow start or the build: \(took)")
     #expect(await eventually(timeout: .seconds(2)) { processIsGone(pluginPID) }, "the half-started plugin survived")
     #expect(await eventually(timeout: .seconds(2)) { processes(workingIn: workspace.plugins).isEmpty }, "left running: \(processes(workingIn: workspace.plugins))")
@@ -297,6 +303,7 @@ struct JankctlOutputError: Error, CustomStringConvertible {
     #expect(status == 0)
     #expect(stopped["status"] == "stopped")
     #expect(stopped["desired"] == "stopped")
+    // Product bound: a stop cancels a start in progress and kills it, not waited for.
     #expect(took < .seconds(5), "stop waited for the slow start: \(took)")
     #expect(await eventually(timeout: .seconds(2)) { processIsGone(pluginPID) }, "the half-started plugin survived the stop")
     let (_, registered) = try await register.value

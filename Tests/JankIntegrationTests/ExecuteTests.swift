@@ -19,12 +19,14 @@ import Testing
         #expect(error.kind == .timeout)
         #expect(error.message.contains("timeout_ms"))
       }
+      // Product bound: the call's timeout_ms (300 ms) ends it; the rest is the answer's way back.
       #expect(clock.now - begin < .seconds(3))
       // exec_timeout_ms caps a larger request timeout too.
       let capped = clock.now
       await #expect(throws: ControlError.self) {
         try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 60_000], timeoutMs: 600_000))
       }
+      // Product bound: exec_timeout_ms (5 s) caps the requested 600 s.
       #expect(clock.now - capped < .seconds(8))
       // The plugin still answers afterwards.
       let ok = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "sleep", args: ["ms": 1]))

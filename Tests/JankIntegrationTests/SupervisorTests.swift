@@ -88,6 +88,7 @@ import Testing
       let clock = ContinuousClock()
       let begin = clock.now
       let stopped = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
+      // Product bound: the Shutdown RPC ends the plugin long before stop_timeout_ms (10 s).
       #expect(clock.now - begin < .seconds(8), "Shutdown RPC should end the plugin before SIGTERM is needed")
       #expect(stopped.status == .stopped)
       #expect(stopped.lastExit?.reason == .stopped)
@@ -161,6 +162,8 @@ import Testing
       let begin = clock.now
       let stopped = try await running.client.call(ControlMethods.stop, PluginIDParams(id: id))
       let took = clock.now - begin
+      // Product bound: the stop sequence, stop_timeout_ms (300 ms) for Shutdown, then SIGTERM
+      // and 1 s, then SIGKILL: at least 1.3 s, and nothing waits beyond it.
       #expect(took >= .milliseconds(1_300), "SIGKILL came before Shutdown, 300 ms and SIGTERM + 1 s: \(took)")
       #expect(took < .milliseconds(2_800), "the stop sequence overran: \(took)")
       #expect(stopped.lastExit?.signal == Int(SIGKILL))
