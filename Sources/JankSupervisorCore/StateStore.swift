@@ -19,6 +19,8 @@ public final class StateStore: Sendable {
   /// Why saving is refused: the state file exists but could be neither read nor moved
   /// aside, and overwriting it would lose registrations an operator can still recover.
   private let blocked = Mutex<String?>(nil)
+  /// Saves run here, one at a time and in the order they were asked for (see `save`).
+  private let queue = DispatchQueue(label: "jank.state-file")
 
   public init(stateDirectory: String, logger: Logger) {
     self.path = stateDirectory + "/state.json"
@@ -106,7 +108,17 @@ public final class StateStore: Sendable {
     return candidate
   }
 
-  public func save(_ registrations: [PersistedRegistration]) throws {
+  /// Saves off the caller's thread and returns once the state is on disk. The write has two
+  /// fsyncs, which take long on a loaded disk: on the supervisor actor they held a thread
+  /// of the cooperative pool (two on a 2-core machine), and with it every other call,
+  /// health check and deadline.
+  public func save(_ registrations: [PersistedRegistration]) async throws {
+    try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+      queue.async { done.resume(with: Result { try self.writeFile(registrations) }) }
+    }
+  }
+
+  private func writeFile(_ registrations: [PersistedRegistration]) throws {
     if let reason = blocked.withLock({ $0 }) { throw StateFileBlocked(message: reason) }
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

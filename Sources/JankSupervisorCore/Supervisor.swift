@@ -39,7 +39,6 @@ public actor Supervisor {
   private let logger: Logger
   private let builder: Builder
   private let store: StateStore
-  private let stateFileQueue = DispatchQueue(label: "jank.state-file")
   private let metrics = SupervisorMetrics()
   /// Ticks when any plugin's status changes (at most one pending tick).
   public nonisolated let statusChanges: AsyncStream<Void>
@@ -374,24 +373,14 @@ public actor Supervisor {
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,
   /// so plugins stopped by a shutdown start again with the next supervisor.
-  /// The write (two fsyncs) runs on a serial queue of its own, in the order of the calls:
-  /// an fsync on a loaded disk takes long, and on the actor it would hold a thread of the
-  /// cooperative pool (two on a 2-core machine), and with it every other call, health check
-  /// and deadline. The caller still waits until the state is on disk.
   private func persist() async {
     let entries = runners.map { id, runner in
       PersistedRegistration(id: id, directory: runner.directory, running: desiredRunning[id] ?? true)
     }
-    let (store, logger) = (store, logger)
-    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-      stateFileQueue.async {
-        do {
-          try store.save(entries)
-        } catch {
-          logger.error("could not save the state file; registrations will not survive a restart", metadata: ["path": "\(store.path)", "error": "\(error)"])
-        }
-        done.resume()
-      }
+    do {
+      try await store.save(entries)
+    } catch {
+      logger.error("could not save the state file; registrations will not survive a restart", metadata: ["path": "\(store.path)", "error": "\(error)"])
     }
   }
 
