@@ -14,13 +14,29 @@ scripts/install-deps.sh
 swift build --build-tests
 
 load="ChaosTests|ProcessHygieneTests|GoInteropTests|BenchmarkSmokeTests"
-stage() {
+run_stage() {
   case "$1" in
     behaviour) swift test --skip-build --skip "$load|OpenAPITests" ;;
     load) swift test --skip-build --filter "$load" ;;
     openapi) swift test --skip-build --filter OpenAPITests ;;
     *) echo "test.sh: unknown stage '$1' (behaviour, load or openapi)" >&2; exit 2 ;;
   esac
+}
+# A stage's output is thousands of lines; when it fails, its failures are repeated at the
+# end so that the tail of a CI log names them.
+stage() {
+  local log status
+  log=$(mktemp /tmp/jank-test-stage.XXXXXX)
+  run_stage "$1" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  if [ "$status" -ne 0 ]; then
+    echo "==== stage '$1' failed (exit $status); its failures:"
+    grep -aE -A6 "✘ Test .*recorded an issue|error: .*failed|Fatal error|Test crashed" "$log" | head -80
+    grep -aE "✘ Test .*failed after" "$log" | head -20
+    rm -f "$log"
+    exit "$status"
+  fi
+  rm -f "$log"
 }
 
 if [ "${1:-}" = "--stage" ]; then

@@ -227,35 +227,3 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) 
   }
   return await condition()
 }
-
-/// Runs a program to completion on its own thread and returns its exit code and output.
-struct ProgramResult: Sendable {
-  var status: Int32
-  var stdout: String
-  var stderr: String
-}
-
-func runProgram(_ path: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ProgramResult {
-  try await withCheckedThrowingContinuation { continuation in
-    Thread {
-      do {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        continuation.resume(returning: ProgramResult(
-          status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self)))
-      } catch {
-        continuation.resume(throwing: error)
-      }
-    }.start()
-  }
-}

@@ -85,13 +85,19 @@ import Testing
 
 /// Builds run one at a time unless `maxParallel` says otherwise.
 @Suite struct BuildConcurrencyTests {
-  /// Two plugins whose builds append "start <name>" and, half a second later, "end <name>"
-  /// to one shared file; returns the file's lines once both builds are done.
-  func buildTwo(maxParallel: Int) async throws -> [String] {
+  /// Two plugins whose builds append "start <name>" to one shared file, then wait (half a
+  /// second, or with `waitForBoth` until both builds have started, at most 20 s), then append
+  /// "end <name>"; returns the file's lines once both builds are done.
+  func buildTwo(maxParallel: Int, waitForBoth: Bool = false) async throws -> [String] {
     let folder = try PluginsFolder()
     let journal = folder.path + "/journal"
+    // A fixed pause would assume that the second build starts within it, which a loaded
+    // machine does not promise; waiting for the other's "start" assumes nothing.
+    let pause = waitForBoth
+      ? #"for i in $(seq 200); do [ $(grep -c start \#(journal)) -ge 2 ] && break; sleep 0.1; done"#
+      : "sleep 0.5"
     for name in ["a", "b"] {
-      let command = #"["sh","-c","echo start \#(name) >> \#(journal); sleep 0.5; echo end \#(name) >> \#(journal); mkdir -p bin && printf '#!/bin/sh\\n' > bin/run && chmod +x bin/run"]"#
+      let command = #"["sh","-c","echo start \#(name) >> \#(journal); \#(pause); echo end \#(name) >> \#(journal); mkdir -p bin && printf '#!/bin/sh\\n' > bin/run && chmod +x bin/run"]"#
       try folder.add(name, manifest: manifest(id: "dev.t.\(name)", extra: #","build":{"command":\#(command)}"#))
     }
     let builder = Builder(logDirectory: folder.path + "/logs", maxParallel: maxParallel, logger: Logger(label: "test"))
@@ -114,7 +120,9 @@ import Testing
   }
 
   @Test func maxParallelTwoLetsTwoBuildsOverlap() async throws {
-    let journal = try await buildTwo(maxParallel: 2)
+    // Run one at a time, the first build would wait its 20 s out and end before the second starts.
+    let journal = try await buildTwo(maxParallel: 2, waitForBoth: true)
+    #expect(journal.count == 4)
     #expect(journal.prefix(2).allSatisfy { $0.hasPrefix("start") }, "\(journal)")
   }
 }
