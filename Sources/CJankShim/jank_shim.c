@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -168,4 +169,8 @@ void jank_eventfd_signal(int fd) {
 void jank_eventfd_drain(int fd) {
   eventfd_t count;
   (void)eventfd_read(fd, &count);
+}
+
+int jank_spawn_actions_closefrom(void *actions, int from) {
+  return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }

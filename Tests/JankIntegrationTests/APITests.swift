@@ -16,7 +16,12 @@ import Testing
     defer { supervisor.terminate() }
     let api = try await APIProcess(socket: workspace.socket, arguments: apiArguments, environment: environment)
     defer { api.terminate() }
-    try await body(workspace, supervisor, api)
+    do {
+      try await body(workspace, supervisor, api)
+    } catch {
+      // Say what jank-api and the supervisor were doing, so that a failure names its cause.
+      throw APITestError("\(error); jank-api \(api.process.ended.map { "ended: \($0)" } ?? "running"), supervisor \(supervisor.process.ended.map { "ended: \($0)" } ?? "running"); jank-api's last log lines: \(api.stderr.suffix(8).joined(separator: " | "))")
+    }
   }
 
   static let hello = "dev.test.hello"

@@ -21,14 +21,8 @@ import Testing
     try FileManager.default.removeItem(atPath: folder + "/go-on")
 
     let stderrPath = workspace.root + "/jankctl-build.stderr"
-    FileManager.default.createFile(atPath: stderrPath, contents: nil)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: Binaries.jankctl)
-    process.arguments = ["build", id, "--socket", workspace.socket]
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-    try process.run()
-    defer { if process.isRunning { process.terminate() } }
+    let process = try ChildProcess(Binaries.jankctl, ["build", id, "--socket", workspace.socket], stderr: .file(stderrPath))
+    defer { process.terminate() }
     func printed() -> String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
     #expect(await eventually(timeout: .seconds(15)) { printed().contains("  | step one") }, "\(printed())")

@@ -101,74 +101,48 @@ final class RunningSupervisor: @unchecked Sendable {
 /// The real `jank-supervisor` binary as a child of the test, for what must be observed from
 /// outside: its file descriptors, its children, signals sent to it.
 final class SupervisorProcess: @unchecked Sendable {
-  let process = Process()
+  let process: ChildProcess
   let workspace: Workspace
-  var pid: Int32 { process.processIdentifier }
+  var pid: Int32 { process.pid }
 
   /// The supervisor's own log (stderr), when asked for.
   var logPath: String { workspace.root + "/supervisor.log" }
 
   init(_ workspace: Workspace, environment: [String: String] = [:], keepLog: Bool = false) async throws {
     self.workspace = workspace
-    process.executableURL = URL(fileURLWithPath: Binaries.supervisor)
-    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    process.arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
-    if keepLog {
-      FileManager.default.createFile(atPath: workspace.root + "/supervisor.log", contents: nil)
-      process.standardError = FileHandle(forWritingAtPath: workspace.root + "/supervisor.log")
-    } else {
-      process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    }
     // Not the test's stdout: `swift test` waits for that pipe to close, so a supervisor that
     // outlived a failed test would hang the whole run.
-    process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-    try process.run()
+    process = try ChildProcess(
+      Binaries.supervisor, ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state],
+      environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+      stdout: .null, stderr: keepLog ? .file(workspace.root + "/supervisor.log") : .null)
     let socket = workspace.socket
     guard await eventually(timeout: .seconds(15), { FileManager.default.fileExists(atPath: socket) }) else {
       throw CocoaError(.fileNoSuchFile)
     }
   }
 
-  /// A test that throws before it stops its supervisor must not leave it running.
-  deinit {
-    if process.isRunning { kill(pid, SIGKILL) }
-  }
-
-  /// SIGTERM, without waiting (for `defer`): the exit is awaited on a thread of its own.
+  /// SIGTERM, without waiting (for `defer`); the child's own thread reaps it.
   func terminate() {
     process.terminate()
-    reapInTheBackground(process)
   }
 
   /// SIGTERM, and returns once the supervisor exited.
   func terminateAndWait() async {
     process.terminate()
-    await exitOf(process)
+    await process.waitUntilExit()
   }
 
   func killHard() async {
-    kill(pid, SIGKILL)
-    await exitOf(process)
-  }
-}
-
-/// Waits for a Foundation `Process` to exit on a thread of its own. `waitUntilExit` blocks
-/// its thread, and a test that blocks a thread of the cooperative pool (two of them on a
-/// 2-core machine) stalls every in-process supervisor of the run with it: start timeouts,
-/// call deadlines and health checks all fire late (a stall probe caught a `defer` that
-/// waited here for a supervisor's shutdown).
-func exitOf(_ process: Process) async {
-  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-    Thread {
-      process.waitUntilExit()
-      continuation.resume()
-    }.start()
+    if process.isRunning { kill(pid, SIGKILL) }
+    await process.waitUntilExit()
   }
 }
 
 /// Writes a file without fsync. Foundation's `String.write(toFile:)` fsyncs even when not
 /// atomic, and on a loaded disk that held a thread of the cooperative pool for seconds (a
-/// stall probe caught it in `addPlugin`; see `exitOf`).
+/// stall probe caught it in `addPlugin`: a blocked pool thread stalls every in-process
+/// supervisor of the run).
 func writeText(_ text: String, to path: String) throws {
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
   guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
@@ -180,11 +154,6 @@ func writeText(_ text: String, to path: String) throws {
     guard n > 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
     bytes = bytes.dropFirst(n)
   }
-}
-
-/// Keeps `process` alive until it exited, without anyone waiting for it.
-func reapInTheBackground(_ process: Process) {
-  Thread { process.waitUntilExit() }.start()
 }
 
 func withSupervisor(_ body: (Workspace, RunningSupervisor) async throws -> Void) async throws {

@@ -11,25 +11,24 @@ import Testing
 @Suite struct FrameFuzzPluginTests {
   /// The fault plugin started as a Jank host would, offered jank-frame.
   final class FramePlugin: @unchecked Sendable {
-    let process = Process()
+    let process: ChildProcess
     let socketPath: String
 
     init(_ workspace: Workspace) async throws {
-      process.executableURL = URL(fileURLWithPath: Binaries.faultPlugin)
-      process.environment = [
+      let stdout = try OutputPipe(path: Binaries.faultPlugin)
+      process = try ChildProcess(Binaries.faultPlugin, [], environment: [
         "JANK_PLUGIN": "jank-plugin", "JANK_PLUGIN_PROTOCOLS": "jank-frame,grpc", "PLUGIN_PROTOCOL_VERSIONS": "1",
         "PLUGIN_UNIX_SOCKET_DIR": workspace.state, "SWIFT_BACKTRACE": "enable=no",
-      ]
-      let stdout = Pipe()
-      process.standardOutput = stdout
-      process.standardError = FileHandle.nullDevice
-      try process.run()
-      let handle = stdout.fileHandleForReading
+      ], stdout: .fd(stdout.write))
+      stdout.closeWriteEnd()
+      // The handshake line; the pipe then stays open (unread) for as long as the plugin runs.
       let line: String = await offPool {
         var bytes: [UInt8] = []
-        while let byte = try? handle.read(upToCount: 1), let first = byte.first, first != 10 { bytes.append(first) }
+        var byte: UInt8 = 0
+        while read(stdout.read, &byte, 1) == 1, byte != 10 { bytes.append(byte) }
         return String(decoding: bytes, as: UTF8.self)
       }
+      self.stdout = stdout
       let fields = line.split(separator: "|", omittingEmptySubsequences: false)
       guard fields.count >= 5, fields[4] == "jank-frame" else {
         process.terminate()
@@ -38,11 +37,9 @@ import Testing
       socketPath = String(fields[3])
     }
 
-    var isAlive: Bool { process.isRunning }
+    private let stdout: OutputPipe
 
-    deinit {
-      if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+    var isAlive: Bool { process.isRunning }
   }
 
   struct FuzzError: Error, CustomStringConvertible {

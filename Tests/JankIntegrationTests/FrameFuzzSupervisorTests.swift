@@ -1,3 +1,4 @@
+import CJankShim
 import Foundation
 import Glibc
 import JankControl
@@ -22,7 +23,7 @@ import Testing
 
     init(_ workspace: Workspace, reply: @escaping @Sendable (Frame) -> (bytes: [UInt8], close: Bool)) throws {
       let path = workspace.state + "/fake-\(UInt32.random(in: 0 ... .max)).sock"
-      let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+      let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
       var address = sockaddr_un()
       address.sun_family = sa_family_t(AF_UNIX)
       withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
@@ -34,7 +35,9 @@ import Testing
       self.listener = listener
       Thread.detachNewThread {
         while true {
-          let fd = accept(listener, nil, nil)
+          // Close-on-exec: a child that any test spawns meanwhile must not hold the
+          // connection open after this fake closes it (the client would never see the close).
+          let fd = jank_accept_cloexec(listener)
           guard fd >= 0 else { return }
           Thread.detachNewThread { Self.serve(fd, reply: reply) }
         }

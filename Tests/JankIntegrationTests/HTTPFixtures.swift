@@ -4,32 +4,33 @@ import Testing
 
 /// The real `jank-api` binary on a free port (it binds port 0 and logs the port it got).
 final class APIProcess: @unchecked Sendable {
-  let process = Process()
+  let process: ChildProcess
   let port: Int
   private let stderrLines: LockedLines
 
   init(socket: String, arguments: [String] = [], environment: [String: String] = [:]) async throws {
-    process.executableURL = URL(fileURLWithPath: Binaries.api)
-    process.arguments = ["--listen", "127.0.0.1:0", "--socket", socket] + arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let pipe = Pipe()
-    process.standardError = pipe
-    process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    let pipe = try OutputPipe(path: Binaries.api)
+    process = try ChildProcess(
+      Binaries.api, ["--listen", "127.0.0.1:0", "--socket", socket] + arguments,
+      environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, stdout: .null, stderr: .fd(pipe.write))
+    pipe.closeWriteEnd()
     let lines = LockedLines()
     stderrLines = lines
-    try process.run()
-    // Read stderr on a thread of its own: it blocks.
+    // Read stderr on a thread of its own: it blocks. The thread owns the pipe until EOF.
     Thread {
-      var pending = Data()
+      var pending: [UInt8] = []
+      var chunk = [UInt8](repeating: 0, count: 16384)
       while true {
-        let chunk = pipe.fileHandleForReading.availableData
-        if chunk.isEmpty { break }
-        pending.append(chunk)
+        let n = chunk.withUnsafeMutableBytes { read(pipe.read, $0.baseAddress, $0.count) }
+        if n < 0, errno == EINTR { continue }
+        if n <= 0 { break }
+        pending += chunk[0..<n]
         while let newline = pending.firstIndex(of: 10) {
           lines.append(String(decoding: pending[..<newline], as: UTF8.self))
           pending.removeSubrange(...newline)
         }
       }
+      pipe.closeReadEnd()
     }.start()
     var found: Int?
     _ = await eventually(timeout: .seconds(15)) {
@@ -48,15 +49,9 @@ final class APIProcess: @unchecked Sendable {
 
   var stderr: [String] { stderrLines.all }
 
-  /// A test that throws before it stops its jank-api must not leave it running.
-  deinit {
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-  }
-
-  /// SIGTERM, without waiting (for `defer`; see `exitOf`).
+  /// SIGTERM, without waiting (for `defer`); the child's own thread reaps it.
   func terminate() {
     process.terminate()
-    reapInTheBackground(process)
   }
 }
 
@@ -100,7 +95,7 @@ func http(_ method: String, _ port: Int, _ path: String, json: JSONValue, header
 }
 
 private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: Data?, headers: [String: String]) throws -> HTTPResponse {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
   guard fd >= 0 else { throw APITestError("socket: \(errno)") }
   defer { close(fd) }
   var timeout = timeval(tv_sec: 30, tv_usec: 0)

@@ -110,23 +110,18 @@ import Testing
     chown(socketDirectory, 65534, 65534)
     let socket = socketDirectory + "/supervisor.sock"
 
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-    process.arguments = [
+    let log = workspace.root + "/supervisor.log"
+    let process = try ChildProcess("/usr/bin/setpriv", [
       "--reuid=65534", "--regid=65534", "--clear-groups", Binaries.supervisor,
       "--plugins-dir", workspace.plugins, "--state-dir", workspace.state, "--socket", socket, "--cgroup-root", "/nonexistent",
-    ]
-    let log = workspace.root + "/supervisor.log"
-    FileManager.default.createFile(atPath: log, contents: nil)
-    process.standardError = FileHandle(forWritingAtPath: log)
-    try process.run()
+    ], stderr: .file(log))
     let up = await eventually(timeout: .seconds(15)) { FileManager.default.fileExists(atPath: socket) }
     // It has loaded and saved once by the time it listens (saving happens on restore).
     try await Task.sleep(for: .milliseconds(300))
-    kill(process.processIdentifier, SIGTERM)
+    kill(process.pid, SIGTERM)
     let exited = await eventually(timeout: .seconds(10)) { !process.isRunning }
-    if !exited { kill(process.processIdentifier, SIGKILL) }
-    await exitOf(process)
+    if !exited { kill(process.pid, SIGKILL) }
+    await process.waitUntilExit()
     let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
     try #require(up, "the supervisor did not start as nobody: \(output)")
 

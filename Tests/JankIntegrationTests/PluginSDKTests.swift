@@ -32,11 +32,7 @@ import Testing
   static func startUnderShell(_ dir: String) async throws -> (shell: Int32, plugin: Int32, handshake: String) {
     let out = dir + "/stdout"
     let script = "'\(Binaries.helloWorld)' > '\(out)' 2> '\(dir)/stderr' & echo $! > '\(dir)/pid'; wait"
-    let shell = Process()
-    shell.executableURL = URL(fileURLWithPath: "/bin/sh")
-    shell.arguments = ["-c", script]
-    shell.environment = pluginEnvironment(dir)
-    try shell.run()
+    let shell = try ChildProcess("/bin/sh", ["-c", script], environment: pluginEnvironment(dir), killOnRelease: false)
     var handshake = ""
     _ = await eventually {
       handshake = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""

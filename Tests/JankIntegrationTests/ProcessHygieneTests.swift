@@ -78,22 +78,22 @@ func openFileDescriptors(of pid: Int32) -> Set<String> {
   })
 }
 
-struct ChildProcess: Sendable, CustomStringConvertible {
+struct ChildEntry: Sendable, CustomStringConvertible {
   var pid: Int32
   var state: String
   var description: String { "\(pid) (\(state))" }
 }
 
 /// Direct children of a process, from /proc.
-func childProcesses(of parent: Int32) -> [ChildProcess] {
-  var children: [ChildProcess] = []
+func childProcesses(of parent: Int32) -> [ChildEntry] {
+  var children: [ChildEntry] = []
   for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
     guard let pid = Int32(name), let stat = try? String(contentsOfFile: "/proc/\(name)/stat", encoding: .utf8) else { continue }
     // "pid (comm) state ppid ...": comm may contain spaces, so parse after the last ')'.
     guard let close = stat.lastIndex(of: ")") else { continue }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     guard fields.count > 2, Int32(fields[1]) == parent else { continue }
-    children.append(ChildProcess(pid: pid, state: String(fields[0])))
+    children.append(ChildEntry(pid: pid, state: String(fields[0])))
   }
   return children
 }

@@ -1,5 +1,5 @@
-import Foundation
 import CJankShim
+import Foundation
 import Glibc
 
 /// A program's exit code and output. A program killed by signal N reports 128 + N, as a shell does.
@@ -31,24 +31,78 @@ func runProgram(_ path: String, _ arguments: [String], environment: [String: Str
 }
 
 private func runProgramNow(_ path: String, _ arguments: [String], _ environment: [String: String]?) throws -> ProgramResult {
-  var out: [Int32] = [-1, -1]
-  var err: [Int32] = [-1, -1]
-  guard jank_pipe_cloexec(&out) == 0 else { throw ProgramRunError(path: path, step: "pipe2", code: errno) }
-  guard jank_pipe_cloexec(&err) == 0 else {
-    let code = errno
-    close(out[0]); close(out[1])
-    throw ProgramRunError(path: path, step: "pipe2", code: code)
+  let out = try OutputPipe(path: path)
+  let err = try OutputPipe(path: path)
+  let pid = try spawn(path, arguments, environment: environment, stdout: .fd(out.write), stderr: .fd(err.write))
+  out.closeWriteEnd(); err.closeWriteEnd()
+  let (stdout, stderr) = readBoth(out.read, err.read)
+  out.closeReadEnd(); err.closeReadEnd()
+  return ProgramResult(status: waitForExit(pid).shellStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+/// Where a child's stdout or stderr goes.
+enum ChildOutput {
+  case null
+  case file(String)
+  case fd(Int32)
+}
+
+/// A pipe with close-on-exec ends, closed by hand exactly once.
+final class OutputPipe: @unchecked Sendable {
+  let read: Int32
+  let write: Int32
+  private var readOpen = true
+  private var writeOpen = true
+
+  init(path: String) throws {
+    var fds: [Int32] = [-1, -1]
+    guard jank_pipe_cloexec(&fds) == 0 else { throw ProgramRunError(path: path, step: "pipe2", code: errno) }
+    read = fds[0]
+    write = fds[1]
   }
 
+  func closeWriteEnd() { if writeOpen { writeOpen = false; close(write) } }
+  func closeReadEnd() { if readOpen { readOpen = false; close(read) } }
+  deinit { closeWriteEnd(); closeReadEnd() }
+}
+
+/// How a child ended, from waitpid's status.
+struct ChildExit: Sendable, Equatable {
+  var code: Int32?
+  var signal: Int32?
+  init(waitStatus status: Int32) {
+    let signal = status & 0x7f
+    if signal == 0 { code = (status >> 8) & 0xff } else { self.signal = signal }
+  }
+  /// The exit code, or 128 + the signal as a shell says it.
+  var shellStatus: Int32 { code ?? 128 + (signal ?? 0) }
+}
+
+func waitForExit(_ pid: pid_t) -> ChildExit {
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  return ChildExit(waitStatus: status)
+}
+
+/// posix_spawn with stdin from /dev/null, the default SIGPIPE (the test process ignores it,
+/// as NIO does) and an empty signal mask.
+func spawn(_ path: String, _ arguments: [String], environment: [String: String]?, stdout: ChildOutput, stderr: ChildOutput) throws -> pid_t {
   var actions = posix_spawn_file_actions_t()
   posix_spawn_file_actions_init(&actions)
   defer { posix_spawn_file_actions_destroy(&actions) }
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-  // dup2 clears close-on-exec on 1 and 2; the originals close at exec.
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+  // Nothing else of the test process reaches the child: a socket a test opened without
+  // close-on-exec, inherited by a long-lived child, would never see its peer's close.
+  jank_spawn_actions_closefrom(&actions, 3)
+  for (target, output) in [(Int32(1), stdout), (Int32(2), stderr)] {
+    switch output {
+    case .null: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
+    case .file(let file): posix_spawn_file_actions_addopen(&actions, target, file, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    // dup2 clears close-on-exec on the target; the original closes at exec.
+    case .fd(let fd): posix_spawn_file_actions_adddup2(&actions, fd, target)
+    }
+  }
 
-  // The test process ignores SIGPIPE (NIO does); the program gets the default back.
   var attributes = posix_spawnattr_t()
   posix_spawnattr_init(&attributes)
   defer { posix_spawnattr_destroy(&attributes) }
@@ -64,22 +118,47 @@ private func runProgramNow(_ path: String, _ arguments: [String], _ environment:
   let argv = ([path] + arguments).map { strdup($0) } + [nil]
   let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
   defer { (argv + env).forEach { free($0) } }
-
   var pid: pid_t = 0
   let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, env)
-  close(out[1]); close(err[1])
-  guard spawned == 0 else {
-    close(out[0]); close(err[0])
-    throw ProgramRunError(path: path, step: "posix_spawn", code: spawned)
+  guard spawned == 0 else { throw ProgramRunError(path: path, step: "posix_spawn", code: spawned) }
+  return pid
+}
+
+/// A long-running child of the test (a supervisor, jank-api, a plugin run by hand), reaped
+/// by a thread of its own from the start, so that its exit is known without blocking anyone.
+final class ChildProcess: @unchecked Sendable {
+  let pid: pid_t
+  /// Shared with the reaping thread, which must not keep this object (and its deinit) alive.
+  private let exit = ExitBox()
+  private let killOnRelease: Bool
+
+  /// `killOnRelease: false` leaves the child running when this object goes (a test that
+  /// orphans it on purpose); it is still reaped.
+  init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, stdout: ChildOutput = .null, stderr: ChildOutput = .null, killOnRelease: Bool = true) throws {
+    let pid = try spawn(path, arguments, environment: environment, stdout: stdout, stderr: stderr)
+    self.pid = pid
+    self.killOnRelease = killOnRelease
+    let exit = self.exit
+    Thread { exit.set(waitForExit(pid)) }.start()
   }
 
-  let (stdout, stderr) = readBoth(out[0], err[0])
-  close(out[0]); close(err[0])
-  var status: Int32 = 0
-  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-  let signal = status & 0x7f
-  let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
-  return ProgramResult(status: code, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+  var processIdentifier: pid_t { pid }
+  var isRunning: Bool { exit.value == nil }
+  /// How it ended; nil while it runs.
+  var ended: ChildExit? { exit.value }
+  /// The exit code, or 128 + the signal (0 while it runs).
+  var terminationStatus: Int32 { ended?.shellStatus ?? 0 }
+
+  /// SIGTERM, unless it already ended (its pid may belong to someone else by then).
+  func terminate() { if isRunning { kill(pid, SIGTERM) } }
+
+  /// Returns once it exited (polls: the reaping thread owns waitpid).
+  func waitUntilExit() async {
+    while isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+  }
+
+  /// A test that throws before it stops its child must not leave it running.
+  deinit { if killOnRelease, isRunning { kill(pid, SIGKILL) } }
 }
 
 /// Reads two pipes to their ends at once.
@@ -102,4 +181,11 @@ private func readBoth(_ first: Int32, _ second: Int32) -> ([UInt8], [UInt8]) {
     }
   }
   return (outputs[0], outputs[1])
+}
+
+private final class ExitBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var exit: ChildExit?
+  var value: ChildExit? { lock.withLock { exit } }
+  func set(_ value: ChildExit) { lock.withLock { exit = value } }
 }

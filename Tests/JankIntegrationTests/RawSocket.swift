@@ -12,7 +12,7 @@ final class RawSocket: @unchecked Sendable {
 
   static func connect(_ path: String) async throws -> RawSocket {
     try await offPool {
-      let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+      let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
       guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
       var address = sockaddr_un()
       address.sun_family = sa_family_t(AF_UNIX)

@@ -34,7 +34,7 @@ enum StallProbe {
         lastDump = now
         let path = "/tmp/jank-stall-\(getpid())-\(dumps).txt"
         FileHandle.standardError.write(Data("stall probe: \(late.joined(separator: ",")) late; stacks in \(path)\n".utf8))
-        let command = "gdb -p \(getpid()) -batch -ex 'thread apply all bt 14' > \(path) 2>&1"
+        let command = "gdb -p \(getpid()) -batch -ex 'thread apply all bt 40' > \(path) 2>&1"
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
         if posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 {

@@ -71,15 +71,30 @@ import Testing
   }
 
   /// The program's stdout.
+  /// Through the supervisor's own spawner and reaper: Foundation's Process and Pipe have
+  /// closed descriptors twice under concurrency (swiftlang/swift#57827), and every test of
+  /// the run shares this process.
   private func runOnce(_ path: String) async throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    let child = try await ProcessSpawner.spawn(SpawnRequest(executable: path))
+    ProcessReaper.shared.watch(pid: child.pid)
+    close(child.stderr)
+    let fd = child.stdout
+    let output = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8], Never>) in
+      Thread {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+          let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+          if n < 0, errno == EINTR { continue }
+          if n <= 0 { break }
+          bytes += chunk[0..<n]
+        }
+        close(fd)
+        continuation.resume(returning: bytes)
+      }.start()
+    }
+    _ = await ProcessReaper.shared.waitForExit(pid: child.pid)
+    return String(decoding: output, as: UTF8.self)
   }
 }
 

@@ -45,6 +45,10 @@ int jank_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC): a connection that no child process inherits.
 int jank_accept_cloexec(int fd);
 
+/// posix_spawn_file_actions_addclosefrom_np(actions, from) (_GNU_SOURCE): the spawned
+/// program inherits no descriptor from `from` up, close-on-exec or not.
+int jank_spawn_actions_closefrom(void *actions, int from);
+
 // Names the calling thread (15 bytes at most) for ps, top and perf: prctl(PR_SET_NAME).
 void jank_name_thread(const char *name);
 
