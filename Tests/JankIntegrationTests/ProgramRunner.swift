@@ -91,9 +91,6 @@ func spawn(_ path: String, _ arguments: [String], environment: [String: String]?
   posix_spawn_file_actions_init(&actions)
   defer { posix_spawn_file_actions_destroy(&actions) }
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-  // Nothing else of the test process reaches the child: a socket a test opened without
-  // close-on-exec, inherited by a long-lived child, would never see its peer's close.
-  jank_spawn_actions_closefrom(&actions, 3)
   for (target, output) in [(Int32(1), stdout), (Int32(2), stderr)] {
     switch output {
     case .null: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
@@ -102,6 +99,10 @@ func spawn(_ path: String, _ arguments: [String], environment: [String: String]?
     case .fd(let fd): posix_spawn_file_actions_adddup2(&actions, fd, target)
     }
   }
+  // Last (the actions run in order): nothing else of the test process reaches the child. A
+  // socket a test opened without close-on-exec, inherited by a long-lived child, would never
+  // see its peer's close.
+  jank_spawn_actions_closefrom(&actions, 3)
 
   var attributes = posix_spawnattr_t()
   posix_spawnattr_init(&attributes)
