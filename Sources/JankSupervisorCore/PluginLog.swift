@@ -32,6 +32,9 @@ public final class PluginLog: Sendable {
     logger.log(level: level, "\(message)", metadata: meta)
   }
 
+  /// The metadata keys the supervisor sets on every plugin line.
+  static let reservedKeys: Set<String> = ["plugin_id", "stream"]
+
   /// hclog JSON (`@level`, `@message`, other keys) or plain text with a `[LEVEL]` prefix.
   public static func interpret(_ line: String) -> (Logger.Level, String, Logger.Metadata) {
     if line.first == "{", let data = line.data(using: .utf8),
@@ -40,7 +43,9 @@ public final class PluginLog: Sendable {
     {
       var metadata: Logger.Metadata = [:]
       for (key, value) in object where !key.hasPrefix("@") {
-        metadata[key] = .string(value.stringValue ?? value.description)
+        // A plugin's field never replaces the supervisor's own keys: `plugin_id` from a
+        // plugin would otherwise make its lines pass for another plugin's.
+        metadata[reservedKeys.contains(key) ? "hclog." + key : key] = .string(value.stringValue ?? value.description)
       }
       return (level(object["@level"]?.stringValue ?? "info"), message, metadata)
     }

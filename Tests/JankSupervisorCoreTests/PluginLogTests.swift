@@ -73,4 +73,16 @@ final class RecordingLogHandler: LogHandler, Sendable {
     #expect(parsedMessage == message)
     if line.contains("free_mb") { #expect(metadata["free_mb"] == "12") }
   }
+
+  /// A plugin cannot pass its lines off as another plugin's: its own `plugin_id` and
+  /// `stream` fields are kept under `hclog.` and never replace the supervisor's keys.
+  @Test func aPluginsFieldsNeverReplaceTheSupervisorsKeys() {
+    let line = #"{"@level":"info","@message":"hi","plugin_id":"dev.other.plugin","stream":"stdout","n":1}"#
+    let (_, message, metadata) = PluginLog.interpret(line)
+    #expect(message == "hi")
+    #expect(metadata["plugin_id"] == nil && metadata["stream"] == nil)
+    #expect(metadata["hclog.plugin_id"] == "dev.other.plugin")
+    #expect(metadata["hclog.stream"] == "stdout")
+    #expect(metadata["n"] == "1")
+  }
 }
