@@ -33,7 +33,9 @@ schemas={
  "PluginList":{"type":"object","required":["registered","unregistered"],"properties":{
     "registered":{"type":"array","items":{"$ref":"#/components/schemas/PluginInfo"}},
     "unregistered":{"type":"array","items":{"$ref":"#/components/schemas/PluginDiscoveryInfo"}}}},
- "LogsResult":{"type":"object","required":["id","lines"],"properties":{"id":{"type":"string"},"lines":{"type":"array","items":{"type":"string"}}}},
+ "LogsResult":{"type":"object","required":["id","lines"],"properties":{"id":{"type":"string"},"lines":{"type":"array","items":{"type":"string"}},
+    "truncated":{"type":"boolean","description":"Present (true) when older lines were left out to keep the answer within 4 MiB."},
+    "omitted_lines":{"type":"integer","description":"How many of the requested lines were left out."}}},
  "UnregisterResult":{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}},
  "ExecuteResult":{"type":"object","required":["method","data"],"properties":{"method":{"type":"string"},"data":{"type":"object","additionalProperties":True}}},
  "SupervisorStatus":{"type":"object","required":["version","pid","uptime_s","plugins_dir","state_dir","socket","registered","statuses"],"properties":{

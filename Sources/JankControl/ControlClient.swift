@@ -13,6 +13,8 @@ import Synchronization
 /// (pipelined, matched by id). jankctl, jank-api and the tests all use this one client.
 public final class ControlClient: Sendable {
   public let path: String
+  /// The longest answer line this client reads.
+  public static let maximumResponseLength = 256 << 20
   private let state: Mutex<State>
 
   private struct State {
@@ -33,7 +35,7 @@ public final class ControlClient: Sendable {
       let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: 256 << 20)))
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: maximumResponseLength)))
             try channel.pipeline.syncOperations.addHandler(ResponseHandler(client: client))
           }
         }
@@ -64,14 +66,16 @@ public final class ControlClient: Sendable {
   }
 
   /// Calls a control method; a JSON-RPC error comes back as a thrown ``ControlError``.
-  public func call<Params, Result>(_ method: ControlMethod<Params, Result>, _ params: Params) async throws -> Result {
-    let response = try await send(method: method.name, params: params)
+  /// With `timeout`, a call that has no answer by then fails with `timeout` (the supervisor
+  /// may still carry it out).
+  public func call<Params, Result>(_ method: ControlMethod<Params, Result>, _ params: Params, timeout: Duration? = nil) async throws -> Result {
+    let response = try await send(method: method.name, params: params, timeout: timeout)
     return try Self.decodeResult(Result.self, from: response)
   }
 
   /// Calls any method with untyped params and returns the untyped result (jankctl --json).
-  public func callRaw(method: String, params: JSONValue) async throws -> JSONValue {
-    let response = try await send(method: method, params: params)
+  public func callRaw(method: String, params: JSONValue, timeout: Duration? = nil) async throws -> JSONValue {
+    let response = try await send(method: method, params: params, timeout: timeout)
     return try Self.decodeResult(JSONValue.self, from: response)
   }
 
@@ -85,12 +89,15 @@ public final class ControlClient: Sendable {
     }
   }
 
-  private func send<Params: Encodable>(method: String, params: Params) async throws -> Data {
+  private func send<Params: Encodable>(method: String, params: Params, timeout: Duration?) async throws -> Data {
     let id = state.withLock { state -> Int in
       state.nextID += 1
       return state.nextID
     }
     var line = try ControlCoding.encoder.encode(JSONRPCRequest(id: .number(id), method: method, params: params))
+    guard line.count <= ControlChannel.maximumRequestLength else {
+      throw ControlError(.tooLarge, "the request is \(line.count) bytes, over the control channel's \(ControlChannel.maximumRequestLength) bytes; send smaller arguments")
+    }
     line.append(UInt8(ascii: "\n"))
     let buffer = ByteBuffer(bytes: line)
     return try await withTaskCancellationHandler {
@@ -108,6 +115,13 @@ public final class ControlClient: Sendable {
         guard let channel = state.withLock({ $0.channel }) else {
           finish(id: id, with: .failure(ControlError(.unavailable, "not connected to \(path)", details: ["unreachable": true, "reason": "not connected"])))
           return
+        }
+        if let timeout {
+          // On the connection's event loop: the deadline holds however busy the caller's pool is.
+          channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+            self.finish(id: id, with: .failure(ControlError(
+              .timeout, "no answer from the supervisor to \(method) within \(timeout); it may be busy (see `jankctl status`) or the call is slow; it may still complete")))
+          }
         }
         channel.writeAndFlush(buffer).whenFailure { error in
           let fallback = ControlError(.unavailable, "could not send to the supervisor at \(self.path): \(Self.reason(error))", details: ["unreachable": true, "reason": .string(Self.reason(error))])
@@ -181,8 +195,18 @@ private final class ResponseHandler: ChannelInboundHandler, Sendable {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if case .line(let buffer) = unwrapInboundIn(data) {
+    switch unwrapInboundIn(data) {
+    case .line(let buffer):
       client.deliver(Data(buffer.readableBytesView))
+    case .tooLong(let head):
+      // An answer too large to read fails its own call, found by the id it starts with; if
+      // none can be told, every call in flight (each would otherwise wait forever).
+      let error = ControlError(.tooLarge, "the supervisor's answer is larger than this client reads (\(ControlClient.maximumResponseLength) bytes); ask for less (e.g. a smaller --tail)")
+      if case .number(let id)? = jsonRPCID(inHead: head) {
+        client.finish(id: id, with: .failure(error))
+      } else {
+        client.failAll(error, terminal: false)
+      }
     }
   }
 

@@ -7,6 +7,7 @@ import Glibc
 public import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The supervisor's end of the control channel: JSON-RPC 2.0, one object per line, over a
 /// Unix stream socket (mode 0660) that only root, the supervisor's user and members of the
@@ -21,19 +22,22 @@ public final class ControlServer: Sendable {
   public static func bind(
     path: String,
     router: ControlRouter,
-    maximumLineLength: Int = 16 << 20,
+    limits: ControlServerLimits = ControlServerLimits(),
     logger: Logger
   ) async throws -> ControlServer {
     guard path.utf8.count <= 107 else {
       throw ControlError(.invalid, "control socket path '\(path)' is longer than 107 bytes; choose a shorter --socket")
     }
     try removeStaleSocket(at: path)
+    let connections = ConnectionCount()
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.backlog, value: 256)
       .childChannelInitializer { child in
         child.eventLoop.makeCompletedFuture {
-          try child.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: maximumLineLength)))
-          try child.pipeline.syncOperations.addHandler(ControlConnectionHandler(router: router, socketPath: path, logger: logger))
+          let sync = child.pipeline.syncOperations
+          try sync.addHandler(PartialLineTimeout(timeout: limits.partialLineTimeout))
+          try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLength: limits.maximumLineLength)))
+          try sync.addHandler(ControlConnectionHandler(router: router, socketPath: path, limits: limits, connections: connections, logger: logger))
         }
       }
       .bind(unixDomainSocketPath: path)
@@ -72,72 +76,160 @@ public final class ControlServer: Sendable {
 
 /// One control connection: checks the peer, then answers each line in its own task, writing
 /// responses as they complete (so a slow call never holds up a fast one behind it).
-private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+///
+/// Reading is the only way a client can make the supervisor hold memory, so reads stop
+/// while the connection has `maximumInFlight` requests unanswered or its socket does not take
+/// more output (a client that pipelines without reading), and resume as answers drain.
+private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked Sendable {
   typealias InboundIn = LineFrame
+  typealias OutboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
   // Touched only on the channel's event loop.
   private var allowed = false
+  private var counted = false
+  private var inFlight = 0
+  private var readWanted = false
+  private var waiting = CircularBuffer<LineFrame>()
   private let router: ControlRouter
   private let socketPath: String
+  private let limits: ControlServerLimits
+  private let connections: ConnectionCount
   private let logger: Logger
 
-  init(router: ControlRouter, socketPath: String, logger: Logger) {
+  init(router: ControlRouter, socketPath: String, limits: ControlServerLimits, connections: ConnectionCount, logger: Logger) {
     self.router = router
     self.socketPath = socketPath
+    self.limits = limits
+    self.connections = connections
     self.logger = logger
   }
 
   func channelActive(context: ChannelHandlerContext) {
     context.fireChannelActive()
-    guard let provider = context.channel as? any SocketOptionProvider else {
-      allowed = true
+    let channel = context.channel
+    counted = connections.add(limit: limits.maximumConnections)
+    guard counted else {
+      logger.warning("control connection refused: too many connections", metadata: ["limit": "\(limits.maximumConnections)"])
+      refuse(channel, ControlError(.busy, "the supervisor already serves \(limits.maximumConnections) control connections; close idle ones and retry"))
       return
     }
-    let channel = context.channel
-    let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    guard let provider = channel as? any SocketOptionProvider else {
+      allow(context)
+      return
+    }
+    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
     provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
       .whenComplete { (result: Result<PeerCredentials, any Error>) in
-        let handler = loopBound.value
+        let (handler, context) = loopBound.value
         switch result {
         case .success(let peer) where PeerPolicy.allows(peer, socketPath: handler.socketPath):
-          handler.allowed = true
-          channel.read()
+          handler.allow(context)
         case .success(let peer):
           handler.logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)"])
-          let error = ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(handler.socketPath); run as root, as the supervisor's user, or as a member of the socket's group")
-          // Close only our side: a full close with the client's request still unread would
-          // send a reset that can destroy the explanation before the client reads it.
-          Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
-            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-          }
+          handler.refuse(channel, ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(handler.socketPath); run as root, as the supervisor's user, or as a member of the socket's group"))
         case .failure:
           channel.close(promise: nil)
         }
       }
   }
 
+  func channelInactive(context: ChannelHandlerContext) {
+    if counted {
+      counted = false
+      connections.remove()
+    }
+    context.fireChannelInactive()
+  }
+
+  private func allow(_ context: ChannelHandlerContext) {
+    allowed = true
+    readIfWanted(context)
+  }
+
+  /// Says why and closes only our side: a full close with the client's request still unread
+  /// would send a reset that can destroy the explanation before the client reads it.
+  private func refuse(_ channel: any Channel, _ error: ControlError) {
+    Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in
+      channel.close(mode: .output, promise: nil)
+      channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+    }
+  }
+
+  // MARK: Reading only while the connection keeps up
+
+  func read(context: ChannelHandlerContext) {
+    if allowed, waiting.isEmpty, inFlight < limits.maximumInFlight, context.channel.isWritable {
+      context.read()
+    } else {
+      readWanted = true
+    }
+  }
+
+  private func readIfWanted(_ context: ChannelHandlerContext) {
+    guard readWanted, allowed, waiting.isEmpty, inFlight < limits.maximumInFlight, context.channel.isWritable else { return }
+    readWanted = false
+    context.read()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    readIfWanted(context)
+    context.fireChannelWritabilityChanged()
+  }
+
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard allowed else { return }
+    // One read can bring many lines at once; beyond the in-flight limit they wait here (at
+    // most one read's worth, since reading stops) and start as answers drain.
+    guard inFlight < limits.maximumInFlight, waiting.isEmpty else {
+      waiting.append(unwrapInboundIn(data))
+      return
+    }
+    start(unwrapInboundIn(data), context: context)
+  }
+
+  private func start(_ frame: LineFrame, context: ChannelHandlerContext) {
     let channel = context.channel
-    switch unwrapInboundIn(data) {
-    case .tooLong:
-      let error = ControlError(.tooLarge, "request line is longer than the control channel accepts; send smaller arguments")
-      _ = Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel)
+    switch frame {
+    case .tooLong(let head):
+      // Answered under the request's own id when its first bytes name one, so that a
+      // client with other calls in flight fails only this one.
+      let error = ControlError(.tooLarge, "the request is longer than the control channel's \(limits.maximumLineLength) bytes; send smaller arguments")
+      inFlight += 1
+      let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+      Self.write(ControlCoding.errorResponse(id: jsonRPCID(inHead: head) ?? .null, error.errorObject), to: channel).whenComplete { _ in
+        let (handler, context) = loopBound.value
+        handler.answered(context)
+      }
     case .line(let buffer):
       guard buffer.readableBytes > 0 else { return }
       let request = Data(buffer.readableBytesView)
       let router = self.router
+      inFlight += 1
+      let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
       // A pool task, not this connection's event loop: management methods do blocking file
       // and cgroup work, which on an event loop delays every plugin's output and calls
       // (measured: start timeouts under load; BENCHMARKS.md).
       Task {
-        if let response = await router.respond(to: request) {
-          _ = Self.write(response, to: channel)
+        let response = await router.respond(to: request)
+        channel.eventLoop.execute {
+          let (handler, context) = loopBound.value
+          guard let response else { return handler.answered(context) }
+          Self.write(response, to: channel).whenComplete { _ in
+            let (handler, context) = loopBound.value
+            handler.answered(context)
+          }
         }
       }
     }
+  }
+
+  private func answered(_ context: ChannelHandlerContext) {
+    inFlight -= 1
+    while inFlight < limits.maximumInFlight, let next = waiting.popFirst() {
+      start(next, context: context)
+    }
+    readIfWanted(context)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -150,6 +242,78 @@ private final class ControlConnectionHandler: ChannelInboundHandler, @unchecked 
     buffer.writeBytes(response)
     buffer.writeInteger(UInt8(ascii: "\n"))
     return channel.writeAndFlush(buffer)
+  }
+}
+
+/// What one client may cost the supervisor. Hitting a limit costs only that client.
+public struct ControlServerLimits: Sendable {
+  /// The longest request line; a longer one is refused alone (`too_large`).
+  public var maximumLineLength = ControlChannel.maximumRequestLength
+  /// Connections served at once; more are refused with `busy` and closed.
+  public var maximumConnections = 512
+  /// Requests one connection may have unanswered before the supervisor stops reading it.
+  public var maximumInFlight = 128
+  /// A connection that sent part of a line and then nothing for this long is closed.
+  public var partialLineTimeout: Duration = .seconds(30)
+
+  public init() {}
+}
+
+/// Limits both ends of the control channel agree on.
+public enum ControlChannel {
+  public static let maximumRequestLength = 16 << 20
+}
+
+/// Connections open on one server.
+final class ConnectionCount: Sendable {
+  private let count = Mutex(0)
+
+  /// Counts one more connection unless that would pass `limit`; whether it did.
+  func add(limit: Int) -> Bool {
+    count.withLock { count in
+      guard count < limit else { return false }
+      count += 1
+      return true
+    }
+  }
+
+  func remove() { count.withLock { $0 -= 1 } }
+}
+
+/// Closes a connection that started a line and then sent nothing more for `timeout` (a
+/// client stuck mid-request, or one holding a connection open by trickling nothing). An idle
+/// connection between complete requests is left alone: jank-api keeps its connections for
+/// as long as it runs.
+final class PartialLineTimeout: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
+
+  private let timeout: Duration
+  private var timer: Scheduled<Void>?
+
+  init(timeout: Duration) {
+    self.timeout = timeout
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let buffer = unwrapInboundIn(data)
+    // Whether the bytes so far end mid-line: the last byte of this read tells.
+    let midLine = buffer.readableBytes > 0 && buffer.getInteger(at: buffer.writerIndex - 1, as: UInt8.self) != UInt8(ascii: "\n")
+    timer?.cancel()
+    timer = nil
+    if midLine {
+      let channel = context.channel
+      timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+        channel.close(promise: nil)
+      }
+    }
+    context.fireChannelRead(data)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    timer?.cancel()
+    timer = nil
+    context.fireChannelInactive()
   }
 }
 

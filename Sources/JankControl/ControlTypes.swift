@@ -264,9 +264,39 @@ public struct LogsParams: Codable, Sendable, Equatable {
 public struct LogsResult: Codable, Sendable, Equatable {
   public var id: String
   public var lines: [String]
-  public init(id: String, lines: [String]) {
+  /// Set when older lines were left out to keep the answer within ``byteBudget``.
+  public var truncated: Bool?
+  /// How many of the requested lines were left out.
+  public var omittedLines: Int?
+
+  /// The most an answer carries, JSON-escaped: a plugin that logs control characters must
+  /// not make the supervisor build (or a client read) an answer of hundreds of megabytes.
+  public static let byteBudget = 4 << 20
+
+  enum CodingKeys: String, CodingKey { case id, lines, truncated, omittedLines = "omitted_lines" }
+
+  public init(id: String, lines: [String], truncated: Bool? = nil, omittedLines: Int? = nil) {
     self.id = id
     self.lines = lines
+    self.truncated = truncated
+    self.omittedLines = omittedLines
+  }
+
+  /// The newest of `lines` whose JSON-escaped size fits `budget`, and how many were left out.
+  public static func newest(_ lines: [String], id: String, budget: Int = byteBudget) -> LogsResult {
+    var size = 0
+    var kept = 0
+    for line in lines.reversed() {
+      var cost = 3  // quotes and comma
+      for byte in line.utf8 {
+        cost += byte < 0x20 ? 6 : (byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")) ? 2 : 1
+      }
+      guard size + cost <= budget else { break }
+      size += cost
+      kept += 1
+    }
+    let omitted = lines.count - kept
+    return LogsResult(id: id, lines: Array(lines.suffix(kept)), truncated: omitted > 0 ? true : nil, omittedLines: omitted > 0 ? omitted : nil)
   }
 }
 

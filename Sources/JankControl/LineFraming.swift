@@ -2,9 +2,64 @@ public import NIOCore
 
 /// One control message per line. A line longer than `maximumLength` is reported once as
 /// `.tooLong` and skipped up to its newline, so one bad request does not cost the connection.
+/// Its first bytes come with it: a JSON-RPC message names its `id` early (our encoders sort
+/// keys, and `id` sorts before `method`, `params` and `result`), so the one call that was
+/// too large can be answered or failed alone.
 public enum LineFrame: Sendable {
   case line(ByteBuffer)
-  case tooLong
+  case tooLong(head: ByteBuffer)
+
+  /// How many bytes of an over-long line are kept.
+  public static let headLength = 256
+}
+
+/// The `"id"` of a JSON-RPC message from its first bytes: a number or a plain string that
+/// follows `"id":` before any nested object starts. nil when it cannot be told.
+public func jsonRPCID(inHead head: ByteBuffer) -> JSONRPCID? {
+  let bytes = Array(head.readableBytesView)
+  let key = Array(#""id""#.utf8)
+  var depth = 0
+  var index = 0
+  var inString = false
+  while index < bytes.count {
+    let byte = bytes[index]
+    if inString {
+      if byte == UInt8(ascii: "\\") { index += 2; continue }
+      if byte == UInt8(ascii: "\"") { inString = false }
+      index += 1
+      continue
+    }
+    switch byte {
+    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+    case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+    case UInt8(ascii: "\""):
+      if depth == 1, bytes[index...].starts(with: key) {
+        var cursor = index + key.count
+        func skipSpaces() { while cursor < bytes.count, bytes[cursor] == 0x20 { cursor += 1 } }
+        skipSpaces()
+        guard cursor < bytes.count, bytes[cursor] == UInt8(ascii: ":") else {
+          index += key.count  // the string "id" as a value, not the key
+          continue
+        }
+        cursor += 1
+        skipSpaces()
+        guard cursor < bytes.count else { return nil }
+        if bytes[cursor] == UInt8(ascii: "\"") {
+          guard let end = bytes[(cursor + 1)...].firstIndex(of: UInt8(ascii: "\"")),
+            !bytes[(cursor + 1)..<end].contains(UInt8(ascii: "\\"))
+          else { return nil }
+          return .string(String(decoding: bytes[(cursor + 1)..<end], as: UTF8.self))
+        }
+        let digits = bytes[cursor...].prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") }
+        guard cursor + digits.count < bytes.count, let number = Int(String(decoding: digits, as: UTF8.self)) else { return nil }
+        return .number(number)
+      }
+      inString = true
+    default: break
+    }
+    index += 1
+  }
+  return nil
 }
 
 public struct LineFrameDecoder: ByteToMessageDecoder {
@@ -43,9 +98,10 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     }
     if buffer.readableBytes > maximumLength {
       discarding = true
+      let head = buffer.getSlice(at: buffer.readerIndex, length: min(LineFrame.headLength, buffer.readableBytes))!
       buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
       scanned = 0
-      context.fireChannelRead(wrapInboundOut(.tooLong))
+      context.fireChannelRead(wrapInboundOut(.tooLong(head: head)))
       return .needMoreData
     }
     scanned = buffer.readableBytes

@@ -153,7 +153,8 @@ struct PluginLauncher: PluginLaunching {
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"
-      let tail = log.tail(5).joined(separator: " | ")
+      // At most 200 characters a line: the error is shown by every `list`, `get` and API call.
+      let tail = log.tail(5).map { $0.count > 200 ? $0.prefix(200) + "…" : $0 }.joined(separator: " | ")
       // Killed by the OOM killer while starting: a memory limit problem, not a bad plugin.
       if status == .signaled(SIGKILL), let cgroup, cgroup.oomKills > 0 {
         var failure = await fail(

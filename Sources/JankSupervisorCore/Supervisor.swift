@@ -270,12 +270,12 @@ public actor Supervisor {
     let runner = try runner(params.id)
     switch params.source ?? "plugin" {
     case "plugin":
-      return LogsResult(id: params.id, lines: runner.log.tail(params.tail ?? 100))
+      return LogsResult.newest(runner.log.tail(params.tail ?? 100), id: params.id)
     case "build":
       let text = (try? String(contentsOfFile: builder.logPath(id: params.id), encoding: .utf8)) ?? ""
       var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
       if lines.last == "" { lines.removeLast() }
-      return LogsResult(id: params.id, lines: Array(lines.suffix(params.tail ?? 100)))
+      return LogsResult.newest(Array(lines.suffix(params.tail ?? 100)), id: params.id)
     case let other:
       throw ControlError(.invalid, "source must be \"plugin\" or \"build\", not \"\(other.prefix(40))\"")
     }

@@ -10,7 +10,7 @@ final class RawLineClient: @unchecked Sendable {
   private var pending = Data()
 
   init(path: String) throws {
-    fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
@@ -86,7 +86,12 @@ func withControlServer(_ body: (String) async throws -> Void) async throws {
   router.register(TestMethods.fail) { _ in
     throw ControlError(.notFound, "nothing here; try something else", details: ["id": "x"])
   }
-  let server = try await ControlServer.bind(path: path, router: router, maximumLineLength: 4096, logger: Logger(label: "test"))
+  var limits = ControlServerLimits()
+  limits.maximumLineLength = 4096
+  limits.maximumConnections = 64
+  limits.maximumInFlight = 16
+  limits.partialLineTimeout = .milliseconds(500)
+  let server = try await ControlServer.bind(path: path, router: router, limits: limits, logger: Logger(label: "test"))
   let serving = Task { await server.run() }
   defer { serving.cancel() }
   try await body(path)

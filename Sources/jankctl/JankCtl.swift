@@ -41,6 +41,15 @@ struct GlobalOptions: ParsableArguments {
   @Flag(name: .long, help: "Print the control method's result (or error) as one JSON document.")
   var json = false
 
+  @Option(name: .long, help: "Give up (exit 1) when the supervisor has not answered within this many seconds.")
+  var timeout: Double?
+
+  var callTimeout: Duration? { timeout.map { .milliseconds(Int64($0 * 1000)) } }
+
+  func validate() throws {
+    if let timeout, !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout must be a positive number of seconds") }
+  }
+
   var socketPath: String {
     let env = ProcessInfo.processInfo.environment
     if let socket { return socket }
@@ -60,7 +69,7 @@ func perform<Params, Result: Encodable>(
     defer { Task { await client.close() } }
     let result: Result
     do {
-      result = try await client.call(method, params)
+      result = try await client.call(method, params, timeout: options.callTimeout)
     } catch {
       await beforeOutput()
       throw error
@@ -69,14 +78,14 @@ func perform<Params, Result: Encodable>(
     if options.json {
       print(try Output.json(result))
     } else {
-      print(human(result))
+      print(TerminalText.escaped(human(result)))
     }
   } catch let error as ControlError {
     if options.json {
       let object: [String: JSONValue] = ["error": ["kind": .string(error.kind.rawValue), "code": .number(Double(error.code)), "message": .string(error.message), "data": .object(error.details.filter { $0.key != "unreachable" })]]
       print(JSONValue.object(object).description)
     } else {
-      FileHandle.standardError.write(Data("jankctl: \(error.message)\n".utf8))
+      FileHandle.standardError.write(Data("jankctl: \(TerminalText.escaped(error.message))\n".utf8))
     }
     throw ExitCode(error.details["unreachable"] == .bool(true) ? 3 : 1)
   }
@@ -115,7 +124,7 @@ struct BuildLogFollower: Sendable {
         started = true
       }
       if now.count < printed { printed = 0 }
-      for line in now.dropFirst(printed) { FileHandle.standardError.write(Data(("  | " + line + "\n").utf8)) }
+      for line in now.dropFirst(printed) { FileHandle.standardError.write(Data(("  | " + TerminalText.escapedLine(line[...]) + "\n").utf8)) }
       printed = now.count
     }
   }
