@@ -30,10 +30,10 @@ api=$!
 url="http://127.0.0.1:$port/api/plugin/execute"
 body='{"id":"dev.jank.plugins.hello-world","method":"greet","args":{"name":"bench"}}'
 for _ in $(seq 1 300); do
-  if curl -sf -o /dev/null -d "$body" "$url"; then break; fi
+  if curl -sf -o /dev/null --json "$body" "$url"; then break; fi
   sleep 0.1
 done
-curl -sf -d "$body" "$url" >/dev/null || { echo "bench: hello-world never answered through $url" >&2; exit 1; }
+curl -sf --json "$body" "$url" >/dev/null || { echo "bench: hello-world never answered through $url" >&2; exit 1; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo "command: wrk -t2 -c$connections -d${seconds}s -s benchmarks/wrk-execute.lua --latency $url"
 wrk -t2 -c"$connections" -d"${seconds}s" -s benchmarks/wrk-execute.lua --latency "$url"

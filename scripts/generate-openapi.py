@@ -66,6 +66,8 @@ for n in ["PluginInfo","PluginList","LogsResult","UnregisterResult","ExecuteResu
     envelope(n+"Envelope",{"$ref":"#/components/schemas/"+n})
 REQID_HEADER={"X-Request-ID":{"$ref":"#/components/headers/RequestID"}}
 DESCR={400:"Invalid JSON, a missing or wrong field, or an invalid plugin id.",401:"The API has a token and the request did not send it (Authorization: Bearer <token>) or sent a wrong one.",
+ 403:"The API has no token (loopback only) and the request is not addressed to a loopback Host, or comes from a non-loopback Origin (a web page).",
+ 415:"The API has no token and a POST body is not declared Content-Type: application/json.",
  404:"No registered plugin with this id.",409:"Conflict, e.g. the plugin is already registered.",413:"The request body is over the limit (default 1 MiB).",
  429:"The plugin already has max_concurrency calls in flight; retry shortly.",502:"The plugin answered with its own error, crashed during the call, or (build) its build failed.",
  503:"The supervisor is unreachable (jank-api reconnects by itself), or the plugin is not running.",504:"The call's deadline passed."}
@@ -81,7 +83,7 @@ def errs(*codes):
     return {str(c):{"$ref":"#/components/responses/E%d"%c} for c in codes}
 def op(opid, summary, desc, success, codes, params=None, body=None, security=None):
     o={"operationId":opid,"summary":summary,"description":desc,"parameters":[{"$ref":"#/components/parameters/RequestID"}]+(params or []),
-       "responses":{"200":success, **errs(*codes, 405)}}
+       "responses":{"200":success, **errs(*codes, 403, 405, *([415] if body else []))}}
     if body: o["requestBody"]={"required":True,"content":{"application/json":{"schema":{"$ref":"#/components/schemas/"+body}}}}
     if security is not None: o["security"]=security
     return o
@@ -105,16 +107,16 @@ paths={
  "/api/health":{"get":op("health","jank-api and supervisor status","Needs no token. 503 (with data.api and data.supervisor null) while the supervisor is unreachable.",ok("HealthEnvelope","Both are up."),[503],security=[])},
  "/metrics":{"get":{"operationId":"metrics","summary":"Prometheus metrics","description":"The supervisor's metrics (executes by plugin and outcome, execute latency, restarts, plugins by status) then jank-api's own (requests, latency, jank_supervisor_up).",
      "parameters":[{"$ref":"#/components/parameters/RequestID"}],
-     "responses":{"200":{"description":"Prometheus text exposition 0.0.4.","headers":REQID_HEADER,"content":{"text/plain":{"schema":{"type":"string"}}}},**errs(401,405)}}},
+     "responses":{"200":{"description":"Prometheus text exposition 0.0.4.","headers":REQID_HEADER,"content":{"text/plain":{"schema":{"type":"string"}}}},**errs(401,403,405)}}},
  "/api/openapi.json":{"get":{"operationId":"openapi","summary":"This document","parameters":[{"$ref":"#/components/parameters/RequestID"}],
-     "responses":{"200":{"description":"The OpenAPI 3 document of the API.","headers":REQID_HEADER,"content":{"application/json":{"schema":{"type":"object"}}}},**errs(401,405)}}},
+     "responses":{"200":{"description":"The OpenAPI 3 document of the API.","headers":REQID_HEADER,"content":{"application/json":{"schema":{"type":"object"}}}},**errs(401,403,405)}}},
 }
 doc={"openapi":"3.0.3",
  "info":{"title":"Jank API","version":"0.1.0","description":
    "HTTP API of Jank, served by jank-api in front of jank-supervisor's control socket. Every JSON answer is an envelope: "
    "{\"code\":0,\"msg\":\"ok\",\"data\":...,\"request_id\":\"...\"} on success; on failure a non-zero code, a msg that says what went wrong and what to do, "
-   "data with the error's kind and details, and the HTTP status: 400 invalid, 401 unauthorized, 404 unknown plugin or route, 405 wrong method (with Allow), "
-   "409 conflict, 413 too large, 429 busy, 502 plugin error, 503 supervisor or plugin unavailable, 504 timeout. X-Request-ID is honoured and echoed. "
+   "data with the error's kind and details, and the HTTP status: 400 invalid, 401 unauthorized, 403 not a loopback Host or Origin (no token), 404 unknown plugin or route, 405 wrong method (with Allow), "
+   "409 conflict, 413 too large, 415 a POST body that is not application/json (no token), 429 busy, 502 plugin error, 503 supervisor or plugin unavailable, 504 timeout. X-Request-ID is honoured and echoed. "
    "When jank-api has a token, every route but /api/health needs Authorization: Bearer <token>."},
  "servers":[{"url":"http://127.0.0.1:8080"}],
  "security":[{"bearerAuth":[]},{}],

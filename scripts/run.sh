@@ -9,9 +9,11 @@ swift build -c release --static-swift-stdlib
 socket="$PWD/.jank/supervisor.sock"
 cat <<MSG
 Jank starting: supervisor (control socket $socket) and jank-api on http://127.0.0.1:8080
+jank-api has no token here, so it answers local programs only: a loopback Host and Origin, and
+POST bodies sent as Content-Type: application/json (curl --json), never a web page's form.
 Try, in another terminal:
   curl -s localhost:8080/api/plugin/list
-  curl -s localhost:8080/api/plugin/execute -d '{"id":"dev.jank.plugins.hello-world","method":"greet","args":{"name":"Ada"}}'
+  curl -s localhost:8080/api/plugin/execute --json '{"id":"dev.jank.plugins.hello-world","method":"greet","args":{"name":"Ada"}}'
   .build/release/jankctl list
 MSG
 .build/release/jank-supervisor --plugins-dir plugins --state-dir .jank "$@" &

@@ -39,7 +39,10 @@ public struct APIConfiguration: Sendable {
 
   /// Only a literal loopback address (127.0.0.0/8, ::1, ::ffff:127.x.x.x) or the name
   /// `localhost`: any other name could resolve anywhere (`127.evil.example` is a hostname).
-  public var isLoopback: Bool {
+  public var isLoopback: Bool { Self.isLoopbackHost(host) }
+
+  /// Whether `host` (no brackets, no port) is a literal loopback address or `localhost`.
+  public static func isLoopbackHost(_ host: String) -> Bool {
     if host.lowercased() == "localhost" { return true }
     var v4 = in_addr()
     if inet_pton(AF_INET, host, &v4) == 1 {
@@ -88,6 +91,10 @@ public func makeAPIApplication(
   router.add(middleware: EnvelopeErrorMiddleware(routes: PluginRoutes.table, bodyLimit: configuration.bodyLimit))
   if let token = configuration.token {
     router.add(middleware: BearerTokenMiddleware(token: Array(token.utf8), openPaths: ["/api/health"]))
+  } else {
+    // Without a token only the loopback interface guards the API: a web page must not
+    // drive it (CSRF) or read it through a rebound DNS name.
+    router.add(middleware: LocalOnlyMiddleware(routes: PluginRoutes.table))
   }
   PluginRoutes(link: link, bodyLimit: configuration.bodyLimit, metrics: metrics).add(to: router)
   return Application(

@@ -166,7 +166,8 @@ import Testing
       _ = try await http("POST", api.port, "/api/plugin/register", json: ["id": .string(Self.fault)])
       for error in Self.errorCases {
         let requestID = "req-\(error.name.replacingOccurrences(of: " ", with: "-"))"
-        let response = try await http(error.method, api.port, error.path, body: error.body.map { Data($0.utf8) }, headers: ["X-Request-ID": requestID])
+        let headers = ["X-Request-ID": requestID].merging(error.body == nil ? [:] : ["Content-Type": "application/json"]) { $1 }
+        let response = try await http(error.method, api.port, error.path, body: error.body.map { Data($0.utf8) }, headers: headers)
         #expect(response.status == error.status, "\(error.name): \(response.text)")
         #expect(response.json?["code"]?.numberValue.map { $0 != 0 } == true, "\(error.name)")
         #expect(response.json?["data"]?["kind"]?.stringValue == error.kind, "\(error.name): \(response.text)")
@@ -300,9 +301,9 @@ import Testing
       defer { limited.terminate() }
       for (port, limit) in [(api.port, 1 << 20), (limited.port, 2048)] {
         // At the limit the body is read (and the unknown id is a 404); one byte more is a 413.
-        let at = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit))
+        let at = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit), headers: ["Content-Type": "application/json"])
         #expect(at.status == 404, "\(limit): \(at.text)")
-        let over = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit + 1))
+        let over = try await http("POST", port, "/api/plugin/stop", body: paddedBody(id: "dev.test.nobody", size: limit + 1), headers: ["Content-Type": "application/json"])
         #expect(over.status == 413, "\(limit): \(over.text)")
         #expect(over.json?["data"]?["kind"] == "too_large")
         #expect(over.json?["msg"]?.stringValue?.contains("limit of \(limit) bytes") == true, "\(over.text)")

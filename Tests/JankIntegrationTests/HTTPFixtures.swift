@@ -108,8 +108,9 @@ private func blockingHTTP(_ method: String, _ port: Int, _ path: String, body: D
     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
   }
   guard connected == 0 else { throw APITestError("connect to 127.0.0.1:\(port): errno \(errno)") }
-  var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
-  for (name, value) in headers { head += "\(name): \(value)\r\n" }
+  // A test may send its own Host (or none, with an empty value).
+  var head = "\(method) \(path) HTTP/1.1\r\n" + (headers["Host"] == nil ? "Host: 127.0.0.1:\(port)\r\n" : "") + "Connection: close\r\n"
+  for (name, value) in headers where !(name == "Host" && value.isEmpty) { head += "\(name): \(value)\r\n" }
   if let body { head += "Content-Length: \(body.count)\r\n" }
   head += "\r\n"
   var request = Data(head.utf8)
