@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Glibc
+import Synchronization
 
 /// What a plugin's binary was built from (design §9): SHA-256 over its source files, in
 /// sorted order with their relative paths, and its build command. Recorded next to the
@@ -22,7 +23,10 @@ public enum BuildFingerprint {
     ((directory + "/" + manifest.binary) as NSString).deletingLastPathComponent + "/.jank-build.json"
   }
 
-  /// The hash of the plugin's sources now, or nil when it has no build.
+  /// The hash of the plugin's sources now: its build command, then each source file's
+  /// relative path, size and SHA-256. A file's digest is cached by its identity, size and
+  /// times, so `list` re-reads only what changed; a large file is hashed in chunks, never
+  /// read whole.
   public static func compute(manifest: PluginManifest, directory: String, plan: BuildPlan) -> String {
     var hasher = SHA256()
     for word in plan.command {
@@ -32,41 +36,28 @@ public enum BuildFingerprint {
     for file in sourceFiles(manifest: manifest, directory: directory) {
       hasher.update(data: Data(file.utf8))
       hasher.update(data: [0])
-      if let contents = FileManager.default.contents(atPath: directory + "/" + file) {
-        hasher.update(data: Data(String(contents.count).utf8))
+      if let (size, digest) = FileDigests.shared.digest(of: directory + "/" + file) {
+        hasher.update(data: Data("\(size)\u{0}\(digest)".utf8))
         hasher.update(data: [0])
-        hasher.update(data: contents)
       }
     }
     return hasher.finalize().map { String(format: "%02x", $0) }.joined()
   }
 
   /// Relative paths of the plugin's source files, sorted: those matching plugin.json's
-  /// `build.sources` globs, or every file but plugin.json and build output.
+  /// `build.sources` globs, or every file but plugin.json and build output. Links are never
+  /// followed (see `PluginFolderWalk`).
   static func sourceFiles(manifest: PluginManifest, directory: String) -> [String] {
     let patterns = manifest.build?.sources ?? []
     // What a build writes is never a source, wherever it lives: a binary at the folder's root
     // (e.g. a Makefile's `run`) would otherwise change the hash with every build.
     let record = relative(recordPath(manifest: manifest, directory: directory), to: directory)
     let outputs: Set<String> = Set([manifest.binary, manifest.binary + ".jank-new", record].map(normalized))
-    var files: [String] = []
-    var stack = [""]
-    while let relative = stack.popLast() {
-      let absolute = relative.isEmpty ? directory : directory + "/" + relative
-      guard let names = try? FileManager.default.contentsOfDirectory(atPath: absolute) else { continue }
-      for name in names {
-        let path = relative.isEmpty ? name : relative + "/" + name
-        var info = stat()
-        guard lstat(absolute + "/" + name, &info) == 0 else { continue }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-          if !ignoredFolders.contains(name), !name.hasPrefix(".") { stack.append(path) }
-        } else if (info.st_mode & S_IFMT) == S_IFREG, path != "plugin.json", !outputs.contains(path) {
-          // Without FNM_PATHNAME `*` also crosses '/': "Sources/**" and "*.go" mean what they say.
-          if patterns.isEmpty || patterns.contains(where: { fnmatch($0, path, 0) == 0 }) { files.append(path) }
-        }
-      }
-    }
-    return files.sorted()
+    let walk = PluginFolderWalk(directory: directory, ignoredFolders: ignoredFolders)
+    // Without FNM_PATHNAME `*` also crosses '/': "Sources/**" and "*.go" mean what they say.
+    return walk.files.filter { path in
+      path != "plugin.json" && !outputs.contains(path) && (patterns.isEmpty || patterns.contains(where: { fnmatch($0, path, 0) == 0 }))
+    }.sorted()
   }
 
   /// "./bin//run" → "bin/run": paths as the folder walk spells them.
@@ -95,5 +86,52 @@ public enum BuildFingerprint {
     guard let plan = BuildPlan.plan(for: manifest, directory: directory) else { return false }
     guard access(directory + "/" + manifest.binary, X_OK) == 0 else { return true }
     return recorded(manifest: manifest, directory: directory)?.sha256 != compute(manifest: manifest, directory: directory, plan: plan)
+  }
+}
+
+/// SHA-256 of source files, remembered by (device, inode, size, mtime, ctime): a file that
+/// changed in any way a build could see gets a new key.
+final class FileDigests: Sendable {
+  static let shared = FileDigests()
+
+  private struct Key: Hashable {
+    var identity: FileIdentity
+    var size: Int64
+    var modified: Int
+    var changed: Int
+  }
+
+  private let cache = Mutex<[String: (key: Key, digest: String)]>([:])
+  /// More entries than this and the cache starts over (a folder of a thousand plugins of
+  /// ten files each fits).
+  private static let capacity = 50_000
+
+  /// The file's size and digest; nil when it cannot be read as a regular file.
+  func digest(of path: String) -> (Int64, String)? {
+    // O_NONBLOCK: a file swapped for a fifo after the walk must not block the open.
+    let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+    let key = Key(
+      identity: FileIdentity(info), size: Int64(info.st_size),
+      modified: info.st_mtim.tv_sec * 1_000_000_000 + info.st_mtim.tv_nsec,
+      changed: info.st_ctim.tv_sec * 1_000_000_000 + info.st_ctim.tv_nsec)
+    if let cached = cache.withLock({ $0[path] }), cached.key == key { return (key.size, cached.digest) }
+    var hasher = SHA256()
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+      let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if n < 0, errno == EINTR { continue }
+      guard n > 0 else { break }
+      hasher.update(data: buffer[0..<n])
+    }
+    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    cache.withLock { cache in
+      if cache.count >= Self.capacity { cache.removeAll(keepingCapacity: true) }
+      cache[path] = (key, digest)
+    }
+    return (key.size, digest)
   }
 }

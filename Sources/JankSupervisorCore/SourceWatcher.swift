@@ -33,18 +33,11 @@ final class SourceWatcher: Sendable {
   /// already watched), so no event is lost while the list is renewed.
   func watch(id: String, directory: String) {
     var watches: [Int32] = []
-    var stack = [directory]
-    let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY)
-    while let folder = stack.popLast() {
-      let wd = inotify_add_watch(fd, folder, mask)
+    // Never through a link: a watch on a link's target would report another folder's changes.
+    let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)
+    for folder in PluginFolderWalk(directory: directory, ignoredFolders: BuildFingerprint.ignoredFolders).folders {
+      let wd = inotify_add_watch(fd, folder.isEmpty ? directory : directory + "/" + folder, mask)
       if wd >= 0 { watches.append(wd) }
-      for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
-        guard !BuildFingerprint.ignoredFolders.contains(name), !name.hasPrefix(".") else { continue }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue {
-          stack.append(folder + "/" + name)
-        }
-      }
     }
     let stale = state.withLock { state -> [Int32] in
       let stale = (state.watchesByID[id] ?? []).filter { !watches.contains($0) }

@@ -54,7 +54,7 @@ public actor Supervisor {
   private nonisolated let runnerIndex = Mutex<[String: PluginRunner]>([:])
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
-  private var nextSocketIndex = 0
+  private var socketDirectories: SocketDirectories
   private var lastScan: (at: ContinuousClock.Instant, plugins: [DiscoveredPlugin])?
   /// Rebuilds and hot-swaps plugins whose sources change; made on the first buildable
   /// registration.
@@ -67,6 +67,7 @@ public actor Supervisor {
 
   public init(configuration: SupervisorConfiguration, logger: Logger) {
     self.configuration = configuration
+    self.socketDirectories = SocketDirectories(stateDirectory: configuration.stateDirectory)
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     (statusChanges, statusChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -364,7 +365,7 @@ public actor Supervisor {
 
   private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
     let runner = PluginRunner(
-      manifest: manifest, directory: directory, socketDirectory: newSocketDirectory(),
+      manifest: manifest, directory: directory, socketDirectory: socketDirectories.next(),
       launcher: launcher, builder: builder, metrics: metrics, logger: logger,
       onStatusChange: { [statusChanged] in statusChanged.yield() })
     watchSources(of: runner)
@@ -399,14 +400,5 @@ public actor Supervisor {
     guard PluginManifest.isValidID(id) else {
       throw ControlError(.invalid, "'\(id.prefix(120))' is not a plugin id: ids are reverse-domain names like dev.jank.plugins.hello-world", details: ["id": .string(String(id.prefix(120)))])
     }
-  }
-
-  /// A private 0700 directory per plugin for its socket, short enough for sun_path.
-  private func newSocketDirectory() -> String {
-    nextSocketIndex += 1
-    let preferred = configuration.stateDirectory + "/run/\(nextSocketIndex)"
-    // Leave room for the plugin's own file name (about 40 bytes) within the 107-byte limit.
-    if preferred.utf8.count <= 60 { return preferred }
-    return "/tmp/jank-\(getuid())-\(getpid())/\(nextSocketIndex)"
   }
 }

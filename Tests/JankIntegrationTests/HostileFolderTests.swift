@@ -1,0 +1,38 @@
+import Foundation
+import JankControl
+import Testing
+
+/// A plugin owns its folder and can make anything in it at run time; nothing there may stall
+/// or mislead the supervisor.
+@Suite struct HostileFolderTests {
+  /// `src/a -> .` and `src/b -> .`: followed, two links make 2^N folders to walk (the source
+  /// watcher and the fingerprint ran on, holding every control call behind them).
+  @Test func aSymlinkLoopInAPluginsSourcesIsNotFollowed() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "loop", script: "exec '\(Binaries.helloWorld)' \"$@\"", extra: #","build":{"command":["sh","-c","true"],"sources":["src/**"]}"#)
+      let src = workspace.plugins + "/loop/src"
+      try FileManager.default.createDirectory(atPath: src + "/deep", withIntermediateDirectories: true)
+      try writeText("source\n", to: src + "/main.txt")
+      #expect(symlink(".", src + "/a") == 0 && symlink("..", src + "/deep/up") == 0 && symlink("/", src + "/root") == 0)
+
+      let clock = ContinuousClock()
+      let begin = clock.now
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id), timeout: .seconds(20))
+      #expect(info.status == .ready, "\(info.lastError ?? "")")
+      // Product bound: nothing a plugin puts in its folder holds a control call; a walk of
+      // three files and two folders is milliseconds.
+      #expect(clock.now - begin < .seconds(10))
+      let status = clock.now
+      _ = try await running.client.call(ControlMethods.status, NoParams(), timeout: .seconds(5))
+      _ = try await running.client.call(ControlMethods.list, ListParams(), timeout: .seconds(5))
+      #expect(clock.now - status < .seconds(2))
+
+      // The watcher still sees the real folders: a source change rebuilds and swaps the plugin.
+      try writeText("changed\n", to: src + "/main.txt")
+      #expect(await eventually(timeout: .seconds(15)) {
+        (try? await running.client.call(ControlMethods.get, PluginIDParams(id: id)))?.pid != info.pid
+      }, "the plugin was not rebuilt and swapped after its source changed")
+    }
+  }
+}
