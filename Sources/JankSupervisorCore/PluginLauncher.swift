@@ -146,15 +146,16 @@ struct PluginLauncher: PluginLaunching {
       // plugin stuck in its own start-up from one that never reached exec.
       let program = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.pid)/exe")) ?? "?"
       let state = Self.procState(process.pid) + "; " + Self.stdoutState(process.pid)
+      let tail = Self.quotedTail(log)
       throw await fail(
         .startTimeout,
-        "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first (process \(process.pid): \(program), \(state))")
+        "the plugin printed no handshake line within start_timeout_ms (\(manifest.startTimeoutMs) ms); a go-plugin plugin prints CORE|APP|NETWORK|ADDR|PROTOCOL on stdout first (process \(process.pid): \(program), \(state))"
+          + (tail.isEmpty ? "" : "; its last log lines: \(tail)"))
     case .endOfOutput:
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"
-      // At most 200 characters a line: the error is shown by every `list`, `get` and API call.
-      let tail = log.tail(5).map { $0.count > 200 ? $0.prefix(200) + "…" : $0 }.joined(separator: " | ")
+      let tail = Self.quotedTail(log)
       // Killed by the OOM killer while starting: a memory limit problem, not a bad plugin.
       if status == .signaled(SIGKILL), let cgroup, cgroup.oomKills > 0 {
         var failure = await fail(
@@ -213,6 +214,12 @@ struct PluginLauncher: PluginLaunching {
 }
 
 extension PluginLauncher {
+  /// The plugin's last five log lines for an error, at most 200 characters each: the error
+  /// is shown by every `list`, `get` and API call.
+  static func quotedTail(_ log: PluginLog) -> String {
+    log.tail(5).map { $0.count > 200 ? $0.prefix(200) + "…" : $0 }.joined(separator: " | ")
+  }
+
   /// Where the silent process's stdout goes and whether this process still holds the pipe's
   /// read end with bytes unread: a line that was written but never read is this side's fault.
   static func stdoutState(_ pid: pid_t) -> String {

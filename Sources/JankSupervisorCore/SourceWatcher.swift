@@ -1,10 +1,16 @@
+import CJankShim
 import Foundation
 import Glibc
 import Synchronization
 
 /// Watches registered plugins' source folders with inotify and reports a plugin once its
 /// sources have been quiet for `debounce` after a change (an editor's save is several
-/// events; a checkout is hundreds). One thread blocks on the inotify descriptor.
+/// events; a checkout is hundreds). One thread polls the inotify descriptor.
+///
+/// That thread owns the descriptor and is the only one to close it, when `close()` wakes it
+/// through an eventfd. Closing it from another thread while the reader is between two reads
+/// let the reader's next read land on whatever took the number: a plugin's stdout pipe (its
+/// handshake line vanished), an HTTP client's socket, a child's output pipe.
 final class SourceWatcher: Sendable {
   private struct State {
     var idsByWatch: [Int32: String] = [:]
@@ -13,15 +19,23 @@ final class SourceWatcher: Sendable {
     var closed = false
   }
 
-  private let fd: Int32
+  /// Internal for tests: the reader thread closes it.
+  let fd: Int32
+  /// Signalled once, by `close()`; the reader closes it after the wake-up.
+  private let wakeFD: Int32
   private let debounce: Duration
   private let onChange: @Sendable (String) -> Void
   private let state = Mutex(State())
 
   /// nil when inotify is unavailable (the supervisor then only rebuilds on request).
   init?(debounce: Duration = .milliseconds(300), onChange: @escaping @Sendable (String) -> Void) {
-    fd = inotify_init1(Int32(IN_CLOEXEC))
+    fd = inotify_init1(Int32(IN_CLOEXEC) | Int32(IN_NONBLOCK))
     guard fd >= 0 else { return nil }
+    wakeFD = jank_eventfd()
+    guard wakeFD >= 0 else {
+      Glibc.close(fd)
+      return nil
+    }
     self.debounce = debounce
     self.onChange = onChange
     Thread { [self] in readEvents() }.start()
@@ -35,49 +49,57 @@ final class SourceWatcher: Sendable {
     var watches: [Int32] = []
     // Never through a link: a watch on a link's target would report another folder's changes.
     let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)
-    for folder in PluginFolderWalk(directory: directory, ignoredFolders: BuildFingerprint.ignoredFolders).folders {
-      let wd = inotify_add_watch(fd, folder.isEmpty ? directory : directory + "/" + folder, mask)
-      if wd >= 0 { watches.append(wd) }
-    }
-    let stale = state.withLock { state -> [Int32] in
+    let folders = PluginFolderWalk(directory: directory, ignoredFolders: BuildFingerprint.ignoredFolders).folders
+    // Under the lock: the reader closes the descriptor under it too, once closed is set.
+    state.withLock { state in
+      guard !state.closed else { return }
+      for folder in folders {
+        let wd = inotify_add_watch(fd, folder.isEmpty ? directory : directory + "/" + folder, mask)
+        if wd >= 0 { watches.append(wd) }
+      }
       let stale = (state.watchesByID[id] ?? []).filter { !watches.contains($0) }
-      for wd in stale { state.idsByWatch[wd] = nil }
+      for wd in stale {
+        state.idsByWatch[wd] = nil
+        inotify_rm_watch(fd, wd)
+      }
       for wd in watches { state.idsByWatch[wd] = id }
       state.watchesByID[id] = watches
-      return stale
     }
-    for wd in stale { inotify_rm_watch(fd, wd) }
   }
 
   /// Stops watching for good; both threads end.
   func close() {
-    let wasOpen = state.withLock { state -> Bool in
-      defer { state.closed = true }
-      return !state.closed
+    // Under the lock, as the reader closes both descriptors under it once closed is set.
+    state.withLock { state in
+      guard !state.closed else { return }
+      state.closed = true
+      jank_eventfd_signal(wakeFD)
     }
-    if wasOpen { Glibc.close(fd) }
   }
 
   func unwatch(id: String) {
-    let watches = state.withLock { state -> [Int32] in
+    state.withLock { state in
       let watches = state.watchesByID.removeValue(forKey: id) ?? []
       for wd in watches { state.idsByWatch[wd] = nil }
       state.pending[id] = nil
-      return watches
+      if !state.closed { for wd in watches { inotify_rm_watch(fd, wd) } }
     }
-    for wd in watches { inotify_rm_watch(fd, wd) }
   }
 
   private func readEvents() {
     let size = 64 * 1024
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+    defer { buffer.deallocate() }
+    var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
     while true {
-      let n = read(fd, buffer, size)
-      if n <= 0 {
-        if errno == EINTR, !state.withLock({ $0.closed }) { continue }
-        buffer.deallocate()
-        return
+      if poll(&fds, 2, -1) < 0 {
+        if errno == EINTR { continue }
+        break
       }
+      if fds[1].revents != 0 { break }
+      let n = read(fd, buffer, size)
+      if n < 0, errno == EINTR || errno == EAGAIN { continue }
+      if n <= 0 { break }
       var offset = 0
       let now = ContinuousClock.now
       while offset + MemoryLayout<inotify_event>.size <= n {
@@ -93,6 +115,12 @@ final class SourceWatcher: Sendable {
           if let id = state.idsByWatch[event.wd] { state.pending[id] = now }
         }
       }
+    }
+    // Woken by close() (or the descriptor failed): nobody else closes these two.
+    state.withLock { state in
+      state.closed = true
+      Glibc.close(fd)
+      Glibc.close(wakeFD)
     }
   }
 

@@ -38,7 +38,13 @@ import Testing
           // Close-on-exec: a child that any test spawns meanwhile must not hold the
           // connection open after this fake closes it (the client would never see the close).
           let fd = jank_accept_cloexec(listener)
-          guard fd >= 0 else { return }
+          if fd < 0, errno == EINTR { continue }
+          guard fd >= 0 else {
+            // Shut down by deinit. Only this thread closes the listener: closed elsewhere
+            // between two accepts, the next accept would take another socket's connections.
+            close(listener)
+            return
+          }
           Thread.detachNewThread { Self.serve(fd, reply: reply) }
         }
       }
@@ -75,8 +81,7 @@ import Testing
     }
 
     deinit {
-      shutdown(listener, Int32(SHUT_RDWR))
-      close(listener)
+      shutdown(listener, Int32(SHUT_RDWR))  // the accept thread wakes and closes it
       unlink(path)
     }
   }

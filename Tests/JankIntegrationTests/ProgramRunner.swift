@@ -37,7 +37,11 @@ private func runProgramNow(_ path: String, _ arguments: [String], _ environment:
   out.closeWriteEnd(); err.closeWriteEnd()
   let (stdout, stderr) = readBoth(out.read, err.read)
   out.closeReadEnd(); err.closeReadEnd()
-  return ProgramResult(status: waitForExit(pid).shellStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+  let exit = waitForExit(pid)
+  // Only another waitpid on our pid can take its status (pid reuse in some reaper): say so
+  // rather than reading the lost status as exit 0.
+  if let lost = exit.lost { throw ProgramRunError(path: path, step: "waitpid(\(pid)) after its output ended", code: lost) }
+  return ProgramResult(status: exit.shellStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
 }
 
 /// Where a child's stdout or stderr goes.
@@ -70,17 +74,22 @@ final class OutputPipe: @unchecked Sendable {
 struct ChildExit: Sendable, Equatable {
   var code: Int32?
   var signal: Int32?
+  /// waitpid's errno when the status could not be read (ECHILD: someone else reaped it).
+  var lost: Int32?
+  init(lost: Int32) { self.lost = lost }
   init(waitStatus status: Int32) {
     let signal = status & 0x7f
     if signal == 0 { code = (status >> 8) & 0xff } else { self.signal = signal }
   }
   /// The exit code, or 128 + the signal as a shell says it.
-  var shellStatus: Int32 { code ?? 128 + (signal ?? 0) }
+  var shellStatus: Int32 { lost == nil ? code ?? 128 + (signal ?? 0) : -1 }
 }
 
 func waitForExit(_ pid: pid_t) -> ChildExit {
   var status: Int32 = 0
-  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  while waitpid(pid, &status, 0) < 0 {
+    if errno != EINTR { return ChildExit(lost: errno) }
+  }
   return ChildExit(waitStatus: status)
 }
 

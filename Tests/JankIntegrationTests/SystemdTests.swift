@@ -153,16 +153,18 @@ import Testing
   }
 }
 
-/// Receives sd_notify datagrams on a Unix datagram socket, on a thread of its own.
+/// Receives sd_notify datagrams on a Unix datagram socket, on a thread of its own. The
+/// thread owns the descriptor and closes it: closed from another thread between two recvs,
+/// its next recv would read whatever socket of the test process took the number.
 final class NotifySocket: @unchecked Sendable {
   let path: String
-  private let fd: Int32
   private let log = TimedMessages()
+  private let closing = LockedFlag()
 
   init(path: String) throws {
     self.path = path
     try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+    let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -171,13 +173,22 @@ final class NotifySocket: @unchecked Sendable {
     let bound = withUnsafePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
-    guard bound == 0 else { throw APITestError("bind \(path): errno \(errno)") }
-    let socketFD = self.fd
+    guard bound == 0 else {
+      let code = errno
+      Glibc.close(fd)
+      throw APITestError("bind \(path): errno \(code)")
+    }
     let log = self.log
+    let closing = self.closing
     Thread {
+      defer { Glibc.close(fd) }
       var buffer = [UInt8](repeating: 0, count: 4096)
-      while true {
-        let n = recv(socketFD, &buffer, buffer.count, 0)
+      var poller = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+      while !closing.isSet {
+        // A short poll, so that close() is seen without a second thread touching fd.
+        guard poll(&poller, 1, 50) > 0 else { continue }
+        let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+        if n < 0, errno == EINTR || errno == EAGAIN { continue }
         if n <= 0 { return }
         log.append(String(decoding: buffer[0..<n], as: UTF8.self))
       }
@@ -187,10 +198,15 @@ final class NotifySocket: @unchecked Sendable {
   var messages: [String] { log.all.map(\.message) }
   var received: [(at: Date, message: String)] { log.all }
 
-  func close() {
-    shutdown(fd, Int32(SHUT_RDWR))
-    Glibc.close(fd)
-  }
+  /// Stops receiving; the thread closes the socket within 50 ms.
+  func close() { closing.set() }
+}
+
+final class LockedFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value = false
+  func set() { lock.withLock { value = true } }
+  var isSet: Bool { lock.withLock { value } }
 }
 
 final class TimedMessages: @unchecked Sendable {
