@@ -17,6 +17,7 @@ let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let nioHTTPTypes = Target.Dependency.product(name: "NIOHTTPTypes", package: "swift-nio-extras")
 
 /// Plugins start faster without every symbol in the dynamic symbol table: the Swift runtime
 /// calls dladdr on itself at start-up, which scans that table (42 000 entries in a static
@@ -46,6 +47,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
   ],
   targets: [
@@ -109,7 +111,7 @@ let package = Package(
     // HTTP: routes, envelope, error mapping, auth, metrics, the OpenAPI document.
     .target(
       name: "JankHTTP",
-      dependencies: ["JankControl", "JankJSON", hummingbird, metrics, prometheus, logging],
+      dependencies: ["JankControl", "JankJSON", hummingbird, nioHTTPTypes, nioCore, metrics, prometheus, logging],
       resources: [.copy("openapi.json")],
       swiftSettings: swiftSettings
     ),

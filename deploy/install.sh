@@ -17,6 +17,8 @@ install -m 0644 deploy/jank.tmpfiles.conf /usr/lib/tmpfiles.d/jank.conf
 systemd-sysusers /usr/lib/sysusers.d/jank.conf
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/jank.conf
 [ -e /etc/jank/jank.env ] || install -m 0640 -g jank deploy/jank.env /etc/jank/jank.env
+# The deployed API never runs open: a random token, passed to jank-api as a credential.
+deploy/make-api-token.sh /etc/jank/api-token
 install -m 0644 deploy/jank-supervisor.service deploy/jank-api.service /etc/systemd/system/
 # Per-plugin cgroups need the memory, cpu and pids controllers delegated to the supervisor.
 # systemd delegates v2 controllers to the jank user, but on a legacy or hybrid hierarchy

@@ -44,7 +44,10 @@ schemas={
     "statuses":{"type":"object","additionalProperties":{"type":"integer"}}}},
  "APIStatus":{"type":"object","required":["status","uptime_s","supervisor_socket"],"properties":{
     "status":{"type":"string","enum":["ok"]},"uptime_s":{"type":"number"},"supervisor_socket":{"type":"string"}}},
- "Health":{"type":"object","required":["api","supervisor"],"properties":{"api":{"$ref":"#/components/schemas/APIStatus"},"supervisor":{"$ref":"#/components/schemas/SupervisorStatus"}}},
+ "Up":{"type":"object","required":["status"],"additionalProperties":False,"properties":{"status":{"type":"string","enum":["ok"]}}},
+ "HealthDetails":{"type":"object","required":["api","supervisor"],"properties":{"api":{"$ref":"#/components/schemas/APIStatus"},"supervisor":{"$ref":"#/components/schemas/SupervisorStatus"}}},
+ "HealthBrief":{"type":"object","required":["api","supervisor"],"additionalProperties":False,"properties":{"api":{"$ref":"#/components/schemas/Up"},"supervisor":{"$ref":"#/components/schemas/Up"}}},
+ "Health":{"description":"Without a valid token only whether both are up (HealthBrief); with it the details.","oneOf":[{"$ref":"#/components/schemas/HealthBrief"},{"$ref":"#/components/schemas/HealthDetails"}]},
  "ErrorEnvelope":{"type":"object","required":["code","msg","data","request_id"],"properties":{
     "code":{"type":"integer","not":{"enum":[0]},"description":"Non-zero: the control channel's error code (e.g. -32001 not found), or -32010 unauthorized, -32011 no such route, -32012 method not allowed."},
     "msg":{"type":"string","description":"What went wrong and what to do."},
@@ -70,7 +73,7 @@ DESCR={400:"Invalid JSON, a missing or wrong field, or an invalid plugin id.",40
  415:"The API has no token and a POST body is not declared Content-Type: application/json.",
  404:"No registered plugin with this id.",409:"Conflict, e.g. the plugin is already registered.",413:"The request body is over the limit (default 1 MiB).",
  429:"The plugin already has max_concurrency calls in flight; retry shortly.",502:"The plugin answered with its own error, crashed during the call, or (build) its build failed.",
- 503:"The supervisor is unreachable (jank-api reconnects by itself), or the plugin is not running.",504:"The call's deadline passed."}
+ 503:"The supervisor is unreachable (jank-api reconnects by itself), or the plugin is not running.",504:"The call's deadline passed, or jank-api's own wait for the supervisor's answer (--call-timeout; 10 s for reads)."}
 responses={str(k):{"description":v,"headers":REQID_HEADER,"content":{"application/json":{"schema":{"$ref":"#/components/schemas/ErrorEnvelope"}}}} for k,v in DESCR.items()}
 # 405 belongs to the path rather than to its one operation: every path takes one method and
 # answers any other with 405 and Allow. OpenAPI has no place for "other methods", so each
@@ -90,21 +93,21 @@ def op(opid, summary, desc, success, codes, params=None, body=None, security=Non
 idq={"name":"id","in":"query","required":True,"schema":{"$ref":"#/components/schemas/PluginID"}}
 paths={
  "/api/plugin/list":{"get":op("listPlugins","List registered and discovered plugins","Registered plugins with their status and counters, and plugins found under the plugins folder but not registered (with the problems that keep them from being registered).",
-     ok("PluginListEnvelope","The plugins."),[400,401,503],params=[{"name":"status","in":"query","required":False,"schema":{"$ref":"#/components/schemas/PluginStatus"}}])},
- "/api/plugin/get":{"get":op("getPlugin","One registered plugin","Status, pid, uptime, restarts, last exit, last error, limits and usage.",ok("PluginInfoEnvelope","The plugin."),[400,401,404,503],params=[idq])},
- "/api/plugin/logs":{"get":op("pluginLogs","The plugin's last output lines","The last lines the plugin wrote to stdout and stderr (hclog JSON lines are parsed), or of its last build's log.",ok("LogsResultEnvelope","The lines, oldest first."),[400,401,404,503],
+     ok("PluginListEnvelope","The plugins."),[400,401,503,504],params=[{"name":"status","in":"query","required":False,"schema":{"$ref":"#/components/schemas/PluginStatus"}}])},
+ "/api/plugin/get":{"get":op("getPlugin","One registered plugin","Status, pid, uptime, restarts, last exit, last error, limits and usage.",ok("PluginInfoEnvelope","The plugin."),[400,401,404,503,504],params=[idq])},
+ "/api/plugin/logs":{"get":op("pluginLogs","The plugin's last output lines","The last lines the plugin wrote to stdout and stderr (hclog JSON lines are parsed), or of its last build's log.",ok("LogsResultEnvelope","The lines, oldest first."),[400,401,404,503,504],
      params=[idq,{"name":"tail","in":"query","required":False,"schema":{"type":"integer","minimum":1,"maximum":1000,"default":100}},
              {"name":"source","in":"query","required":False,"description":"plugin: its stdout and stderr; build: its last build's log.","schema":{"type":"string","enum":["plugin","build"],"default":"plugin"}}])},
- "/api/plugin/register":{"post":op("registerPlugin","Register a discovered plugin and start it","Builds it first when its binary is missing or its sources changed.",ok("PluginInfoEnvelope","The plugin, started (or in error with the reason)."),[400,401,404,409,413,503],body="RegisterBody")},
- "/api/plugin/unregister":{"post":op("unregisterPlugin","Stop a plugin and forget it","",ok("UnregisterResultEnvelope","The id that was unregistered."),[400,401,404,413,503],body="IDBody")},
- "/api/plugin/start":{"post":op("startPlugin","Start a registered plugin","Also leaves error or backoff with a fresh restart budget.",ok("PluginInfoEnvelope","The plugin."),[400,401,404,409,413,503],body="IDBody")},
- "/api/plugin/stop":{"post":op("stopPlugin","Stop a registered plugin","Shutdown RPC, stop_timeout_ms, SIGTERM, 1 s, SIGKILL.",ok("PluginInfoEnvelope","The plugin, stopped."),[400,401,404,409,413,503],body="IDBody")},
- "/api/plugin/restart":{"post":op("restartPlugin","Restart a registered plugin","",ok("PluginInfoEnvelope","The plugin."),[400,401,404,409,413,503],body="IDBody")},
+ "/api/plugin/register":{"post":op("registerPlugin","Register a discovered plugin and start it","Builds it first when its binary is missing or its sources changed.",ok("PluginInfoEnvelope","The plugin, started (or in error with the reason)."),[400,401,404,409,413,503,504],body="RegisterBody")},
+ "/api/plugin/unregister":{"post":op("unregisterPlugin","Stop a plugin and forget it","",ok("UnregisterResultEnvelope","The id that was unregistered."),[400,401,404,413,503,504],body="IDBody")},
+ "/api/plugin/start":{"post":op("startPlugin","Start a registered plugin","Also leaves error or backoff with a fresh restart budget.",ok("PluginInfoEnvelope","The plugin."),[400,401,404,409,413,503,504],body="IDBody")},
+ "/api/plugin/stop":{"post":op("stopPlugin","Stop a registered plugin","Shutdown RPC, stop_timeout_ms, SIGTERM, 1 s, SIGKILL.",ok("PluginInfoEnvelope","The plugin, stopped."),[400,401,404,409,413,503,504],body="IDBody")},
+ "/api/plugin/restart":{"post":op("restartPlugin","Restart a registered plugin","",ok("PluginInfoEnvelope","The plugin."),[400,401,404,409,413,503,504],body="IDBody")},
  "/api/plugin/build":{"post":op("buildPlugin","Rebuild a registered plugin","A running plugin is swapped onto the new binary with no failed call; a failed build (502, data.build_log_tail) leaves the old binary serving.",
-     ok("PluginInfoEnvelope","The plugin, on its new binary."),[400,401,404,409,413,502,503],body="IDBody")},
+     ok("PluginInfoEnvelope","The plugin, on its new binary."),[400,401,404,409,413,502,503,504],body="IDBody")},
  "/api/plugin/execute":{"post":op("executePlugin","Call a method of a plugin","The deadline is min(timeout_ms, exec_timeout_ms). A call that arrives while the plugin restarts waits for it within its deadline.",
      ok("ExecuteResultEnvelope","The method's result."),[400,401,404,409,413,429,502,503,504],body="ExecuteBody")},
- "/api/health":{"get":op("health","jank-api and supervisor status","Needs no token. 503 (with data.api and data.supervisor null) while the supervisor is unreachable.",ok("HealthEnvelope","Both are up."),[503],security=[])},
+ "/api/health":{"get":op("health","jank-api and supervisor status","Needs no token. Without a valid one it says only whether jank-api and the supervisor are up; with it, the API's uptime and socket and the supervisor's status. 503 (data.supervisor null) while the supervisor is unreachable.",ok("HealthEnvelope","Both are up."),[503,504],security=[])},
  "/metrics":{"get":{"operationId":"metrics","summary":"Prometheus metrics","description":"The supervisor's metrics (executes by plugin and outcome, execute latency, restarts, plugins by status) then jank-api's own (requests, latency, jank_supervisor_up).",
      "parameters":[{"$ref":"#/components/parameters/RequestID"}],
      "responses":{"200":{"description":"Prometheus text exposition 0.0.4.","headers":REQID_HEADER,"content":{"text/plain":{"schema":{"type":"string"}}}},**errs(401,403,405)}}},
@@ -116,7 +119,7 @@ doc={"openapi":"3.0.3",
    "HTTP API of Jank, served by jank-api in front of jank-supervisor's control socket. Every JSON answer is an envelope: "
    "{\"code\":0,\"msg\":\"ok\",\"data\":...,\"request_id\":\"...\"} on success; on failure a non-zero code, a msg that says what went wrong and what to do, "
    "data with the error's kind and details, and the HTTP status: 400 invalid, 401 unauthorized, 403 not a loopback Host or Origin (no token), 404 unknown plugin or route, 405 wrong method (with Allow), "
-   "409 conflict, 413 too large, 415 a POST body that is not application/json (no token), 429 busy, 502 plugin error, 503 supervisor or plugin unavailable, 504 timeout. X-Request-ID is honoured and echoed. "
+   "409 conflict, 413 too large, 415 a POST body that is not application/json (no token), 429 busy, 502 plugin error, 503 supervisor or plugin unavailable, 504 timeout (the plugin's deadline, or jank-api's own wait for the supervisor: --call-timeout, 10 s for reads). X-Request-ID is honoured and echoed. "
    "When jank-api has a token, every route but /api/health needs Authorization: Bearer <token>."},
  "servers":[{"url":"http://127.0.0.1:8080"}],
  "security":[{"bearerAuth":[]},{}],

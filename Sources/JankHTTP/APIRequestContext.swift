@@ -4,6 +4,8 @@ public import Hummingbird
 public struct APIRequestContext: RequestContext {
   public var coreContext: CoreRequestContextStorage
   public var requestID = ""
+  /// Whether the request carried jank-api's token (open routes answer more with it).
+  public var hasValidToken = false
 
   public init(source: Source) {
     self.coreContext = .init(source: source)

@@ -17,6 +17,20 @@ public struct APIConfiguration: Sendable {
   /// When set, every route but /api/health needs `Authorization: Bearer <token>`.
   public var token: String?
   public var bodyLimit = 1 << 20
+  /// Open connections at most; past it jank-api stops accepting until one closes, so that
+  /// idle or slow clients cannot use up its descriptors (the unit's LimitNOFILE is above it).
+  public var maxConnections = 1024
+  /// A connection with no request in progress (idle keep-alive, or a request head that
+  /// never completes) is closed after this long.
+  public var idleTimeout = Duration.seconds(60)
+  /// A request whose body stops arriving for this long has its connection closed.
+  public var readTimeout = Duration.seconds(30)
+  /// The longest jank-api waits for the supervisor's answer to a call that can run long
+  /// (register, start, stop, restart, build, unregister, execute without timeout_ms). An
+  /// execute with timeout_ms waits timeout_ms plus a margin; reads wait `quickCallTimeout`.
+  public var callTimeout = Duration.seconds(3600)
+  /// list, get, logs, status and metrics answer from the supervisor's memory.
+  public static let quickCallTimeout = Duration.seconds(10)
 
   public init(socketPath: String) {
     self.socketPath = socketPath
@@ -67,6 +81,9 @@ public struct APIConfiguration: Sendable {
     if let token, token.count < Self.minimumTokenLength {
       throw APIConfigurationError("the API token is \(token.count) characters; use at least \(Self.minimumTokenLength) (for example: openssl rand -hex 32)")
     }
+    if maxConnections < 1 {
+      throw APIConfigurationError("the connection limit (--max-connections or JANK_API_MAX_CONNECTIONS) must be at least 1 (got \(maxConnections))")
+    }
     if bodyLimit < 1024 {
       throw APIConfigurationError("the body limit (--body-limit or JANK_API_BODY_LIMIT) must be at least 1024 bytes (got \(bodyLimit))")
     }
@@ -96,10 +113,16 @@ public func makeAPIApplication(
     // drive it (CSRF) or read it through a rebound DNS name.
     router.add(middleware: LocalOnlyMiddleware(routes: PluginRoutes.table))
   }
-  PluginRoutes(link: link, bodyLimit: configuration.bodyLimit, metrics: metrics).add(to: router)
+  PluginRoutes(link: link, bodyLimit: configuration.bodyLimit, callTimeout: configuration.callTimeout, metrics: metrics).add(to: router)
+  let readTimeout = TimeAmount.nanoseconds(Int64(configuration.readTimeout.components.seconds) * 1_000_000_000)
   return Application(
     router: router,
-    configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "jank-api"),
+    server: .http1(configuration: .init(
+      additionalChannelHandlers: [RequestReadTimeoutHandler(timeout: readTimeout)],
+      idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000))),
+    configuration: .init(
+      address: .hostname(configuration.host, port: configuration.port), serverName: "jank-api",
+      availableConnectionsDelegate: .maximum(configuration.maxConnections, logger: logger)),
     onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
     logger: logger)
 }

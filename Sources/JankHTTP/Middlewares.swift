@@ -65,7 +65,11 @@ struct BearerTokenMiddleware: RouterMiddleware {
   let openPaths: Set<String>
 
   func handle(_ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response) async throws -> Response {
-    if openPaths.contains(request.uri.path) { return try await next(request, context) }
+    if openPaths.contains(request.uri.path) {
+      var context = context
+      context.hasValidToken = request.headers[.authorization].flatMap(Self.bearerCredentials).map { Self.constantTimeEqual($0, token) } ?? false
+      return try await next(request, context)
+    }
     guard let header = request.headers[.authorization] else {
       throw APIError.unauthorized("this API needs a token: send `Authorization: Bearer <token>` (the token jank-api was started with)")
     }

@@ -9,6 +9,8 @@ import JankJSON
 struct PluginRoutes: Sendable {
   let link: SupervisorLink
   let bodyLimit: Int
+  /// How long a call that can run long may wait for the supervisor (register, build, …).
+  let callTimeout: Duration
   let metrics: APIMetrics
   let startedAt = ContinuousClock.now
 
@@ -20,6 +22,9 @@ struct PluginRoutes: Sendable {
     "/api/plugin/execute": .post, "/api/health": .get, "/metrics": .get, "/api/openapi.json": .get,
   ]
 
+  /// Reads answer from the supervisor's memory: past this it is wedged, not busy.
+  private var quick: Duration { APIConfiguration.quickCallTimeout }
+
   func add(to router: Router<APIRequestContext>) {
     router.get("/api/plugin/list") { request, context in
       let status = try request.uri.queryParameters["status"].map { raw -> PluginStatus in
@@ -28,11 +33,11 @@ struct PluginRoutes: Sendable {
         }
         return status
       }
-      return try Envelope.success(try await link.call(ControlMethods.list, ListParams(status: status)), requestID: context.requestID)
+      return try Envelope.success(try await link.call(ControlMethods.list, ListParams(status: status), timeout: quick), requestID: context.requestID)
     }
     router.get("/api/plugin/get") { request, context in
       let id = try Self.query(request, "id")
-      return try Envelope.success(try await link.call(ControlMethods.get, PluginIDParams(id: id)), requestID: context.requestID)
+      return try Envelope.success(try await link.call(ControlMethods.get, PluginIDParams(id: id), timeout: quick), requestID: context.requestID)
     }
     router.get("/api/plugin/logs") { request, context in
       let id = try Self.query(request, "id")
@@ -44,16 +49,16 @@ struct PluginRoutes: Sendable {
         guard raw == "plugin" || raw == "build" else { throw APIError.invalid("source must be plugin or build, not '\(raw.prefix(40))'") }
         return String(raw)
       }
-      return try Envelope.success(try await link.call(ControlMethods.logs, LogsParams(id: id, tail: tail, source: source)), requestID: context.requestID)
+      return try Envelope.success(try await link.call(ControlMethods.logs, LogsParams(id: id, tail: tail, source: source), timeout: quick), requestID: context.requestID)
     }
     router.post("/api/plugin/register") { request, context in
       let body = try await RequestBody.read(request, limit: bodyLimit)
       let params = RegisterParams(id: try body.id(), rebuild: try body.optionalBool("rebuild"))
-      return try Envelope.success(try await link.call(ControlMethods.register, params), requestID: context.requestID)
+      return try Envelope.success(try await link.call(ControlMethods.register, params, timeout: callTimeout), requestID: context.requestID)
     }
     router.post("/api/plugin/unregister") { request, context in
       let body = try await RequestBody.read(request, limit: bodyLimit)
-      return try Envelope.success(try await link.call(ControlMethods.unregister, PluginIDParams(id: try body.id())), requestID: context.requestID)
+      return try Envelope.success(try await link.call(ControlMethods.unregister, PluginIDParams(id: try body.id()), timeout: callTimeout), requestID: context.requestID)
     }
     for (path, method) in [
       ("/api/plugin/start", ControlMethods.start), ("/api/plugin/stop", ControlMethods.stop),
@@ -61,7 +66,7 @@ struct PluginRoutes: Sendable {
     ] {
       router.post(RouterPath(path)) { request, context in
         let body = try await RequestBody.read(request, limit: bodyLimit)
-        return try Envelope.success(try await link.call(method, PluginIDParams(id: try body.id())), requestID: context.requestID)
+        return try Envelope.success(try await link.call(method, PluginIDParams(id: try body.id()), timeout: callTimeout), requestID: context.requestID)
       }
     }
     router.post("/api/plugin/execute") { request, context in
@@ -88,14 +93,26 @@ struct PluginRoutes: Sendable {
     var args = try body.optionalObject("args") ?? [:]
     if let payload = try body.optionalString("payload") { args["payload"] = .string(payload) }
     let timeoutMs = try body.optionalInteger("timeout_ms", in: 1...3_600_000)
-    let result = try await link.call(ControlMethods.execute, ExecuteParams(id: id, method: method, args: args, timeoutMs: timeoutMs))
+    // The supervisor fails the call at its deadline; the margin covers the way back.
+    let wait = timeoutMs.map { .milliseconds($0) + .seconds(10) } ?? callTimeout
+    let result = try await link.call(ControlMethods.execute, ExecuteParams(id: id, method: method, args: args, timeoutMs: timeoutMs), timeout: wait)
     return try Envelope.success(result, requestID: context.requestID)
   }
 
+  /// Up or not, for anyone; the details (uptime, socket path, the supervisor's pid and
+  /// folders) only with a valid token: a port scanner learns nothing about the host.
   private func health(_ context: APIRequestContext) async throws -> Response {
+    guard context.hasValidToken else {
+      do {
+        _ = try await link.call(ControlMethods.status, NoParams(), timeout: .seconds(2))
+        return try Envelope.success(["api": ["status": "ok"], "supervisor": ["status": "ok"]] as JSONValue, requestID: context.requestID)
+      } catch {
+        throw APIError(ControlError(.unavailable, "the supervisor is unreachable", details: ["api": ["status": "ok"], "supervisor": .null]))
+      }
+    }
     let api: JSONValue = ["status": "ok", "uptime_s": .number(startedAt.duration(to: .now).seconds), "supervisor_socket": .string(link.socketPath)]
     do {
-      let supervisor = try await link.call(ControlMethods.status, NoParams())
+      let supervisor = try await link.call(ControlMethods.status, NoParams(), timeout: quick)
       return try Envelope.success(HealthData(api: api, supervisor: supervisor), requestID: context.requestID)
     } catch var error as APIError {
       error.details["api"] = api
@@ -114,7 +131,7 @@ struct PluginRoutes: Sendable {
   private func prometheusText() async -> Response {
     var text = ""
     do {
-      text = try await link.call(ControlMethods.metrics, NoParams()).text
+      text = try await link.call(ControlMethods.metrics, NoParams(), timeout: quick).text
       metrics.supervisorUp(true)
     } catch {
       metrics.supervisorUp(false)

@@ -29,10 +29,12 @@ public final class SupervisorLink: Sendable {
 
   /// Calls the supervisor; an unreachable supervisor is a 503 `APIError`, its own errors are
   /// `ControlError`s.
-  public func call<Params, Result>(_ method: ControlMethod<Params, Result>, _ params: Params) async throws -> Result {
+  /// `timeout` bounds the wait for the answer (504 past it): jank-api never holds a request,
+  /// and its connection, on a supervisor that does not answer.
+  public func call<Params, Result>(_ method: ControlMethod<Params, Result>, _ params: Params, timeout: Duration) async throws -> Result {
     let client = try await client()
     do {
-      return try await client.call(method, params)
+      return try await client.call(method, params, timeout: timeout)
     } catch let error as ControlError where error.details["unreachable"] == .bool(true) {
       throw unreachable(error.details["reason"]?.stringValue ?? error.message)
     }

@@ -23,6 +23,18 @@ struct JankAPI: AsyncParsableCommand {
   @Option(help: "Largest request body in bytes (env JANK_API_BODY_LIMIT; default 1048576).")
   var bodyLimit: Int?
 
+  @Option(help: "Open connections at most; past it new ones wait (env JANK_API_MAX_CONNECTIONS; default 1024).")
+  var maxConnections: String?
+
+  @Option(help: "Seconds before a connection with no request in progress is closed (env JANK_API_IDLE_TIMEOUT; default 60).")
+  var idleTimeout: String?
+
+  @Option(help: "Seconds a request's body may pause before its connection is closed (env JANK_API_READ_TIMEOUT; default 30).")
+  var readTimeout: String?
+
+  @Option(help: "Seconds to wait for the supervisor's answer to register, build, stop… and an execute without timeout_ms (env JANK_API_CALL_TIMEOUT; default 3600).")
+  var callTimeout: String?
+
   @Option(help: "trace, debug, info, notice, warning, error or critical (env JANK_LOG_LEVEL).")
   var logLevel: String?
 
@@ -73,8 +85,29 @@ struct JankAPI: AsyncParsableCommand {
       }
       configuration.bodyLimit = bytes
     }
+    if let value = try Self.whole(settings.value(maxConnections, flag: "--max-connections", env: "JANK_API_MAX_CONNECTIONS"), in: 1...1_000_000, unit: "connections") {
+      configuration.maxConnections = value
+    }
+    if let value = try Self.whole(settings.value(idleTimeout, flag: "--idle-timeout", env: "JANK_API_IDLE_TIMEOUT"), in: 1...86_400, unit: "seconds") {
+      configuration.idleTimeout = .seconds(value)
+    }
+    if let value = try Self.whole(settings.value(readTimeout, flag: "--read-timeout", env: "JANK_API_READ_TIMEOUT"), in: 1...86_400, unit: "seconds") {
+      configuration.readTimeout = .seconds(value)
+    }
+    if let value = try Self.whole(settings.value(callTimeout, flag: "--call-timeout", env: "JANK_API_CALL_TIMEOUT"), in: 1...604_800, unit: "seconds") {
+      configuration.callTimeout = .seconds(value)
+    }
     try configuration.validate()
     return configuration
+  }
+
+  /// A whole number in `range`, or a sentence naming the setting.
+  static func whole(_ setting: Settings.Value?, in range: ClosedRange<Int>, unit: String) throws -> Int? {
+    guard let setting else { return nil }
+    guard let value = Int(setting.value), range.contains(value) else {
+      throw ValidationError("\(setting.source) must be a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound) (got '\(setting.value)'); fix it or leave it out for the default")
+    }
+    return value
   }
 
   static func level(_ setting: Settings.Value?) throws -> Logger.Level {

@@ -70,10 +70,11 @@ import Testing
       #expect(restarted.json?["data"]?["status"] == "ready")
       #expect(restarted.json?["data"]?["pid"] != oldPID)
 
+      // Without a token, health says only that both are up: no pid, folder or socket path.
       let health = try await http("GET", port, "/api/health")
       #expect(health.status == 200)
-      #expect(health.json?["data"]?["supervisor"]?["registered"] == 2)
-      #expect(health.json?["data"]?["api"]?["status"] == "ok")
+      #expect(health.json?["data"] == ["api": ["status": "ok"], "supervisor": ["status": "ok"]], "\(health.text)")
+      #expect(!health.text.contains(workspace.root), "\(health.text)")
 
       let metrics = try await http("GET", port, "/metrics")
       #expect(metrics.status == 200)
@@ -203,7 +204,7 @@ import Testing
 
   @Test func aTokenGuardsEveryRouteButHealth() async throws {
     let token = "s3cret-token-for-the-test-0123456789"
-    try await Self.withStack(environment: ["JANK_API_TOKEN": token]) { _, _, api in
+    try await Self.withStack(environment: ["JANK_API_TOKEN": token]) { workspace, _, api in
       let port = api.port
       let missing = try await http("GET", port, "/api/plugin/list")
       #expect(missing.status == 401)
@@ -215,6 +216,15 @@ import Testing
       #expect(right.status == 200)
       let health = try await http("GET", port, "/api/health")
       #expect(health.status == 200)
+      #expect(health.json?["data"] == ["api": ["status": "ok"], "supervisor": ["status": "ok"]], "\(health.text)")
+      for wrongToken in ["Bearer nope-nope-nope-nope-nope", "Basic \(token)"] {
+        let guessed = try await http("GET", port, "/api/health", headers: ["Authorization": wrongToken])
+        #expect(guessed.status == 200 && !guessed.text.contains("socket"), "\(guessed.text)")
+      }
+      // With the token, the details.
+      let detailed = try await http("GET", port, "/api/health", headers: ["Authorization": "Bearer \(token)"])
+      #expect(detailed.json?["data"]?["supervisor"]?["registered"] == 0, "\(detailed.text)")
+      #expect(detailed.json?["data"]?["api"]?["supervisor_socket"]?.stringValue == workspace.socket)
       try await Self.expectBearerSchemes(port: port, token: token)
     }
   }

@@ -95,6 +95,29 @@ import Testing
     #expect(pings.last.map { Date().timeIntervalSince($0) < 0.5 } == true)
   }
 
+  /// install.sh's token: random, 0600, never replaced once made (clients keep working).
+  @Test func installMakesARandomPrivateAPITokenOnce() async throws {
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("deploy/make-api-token.sh").path
+    let directory = try Workspace().root
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var tokens: [String] = []
+    for name in ["a", "b"] {
+      let file = directory + "/token-" + name
+      let made = try await runProgram("/bin/bash", [script, file])
+      #expect(made.status == 0, "\(made.stderr)")
+      let token = try String(contentsOfFile: file, encoding: .utf8)
+      #expect(token.count == 64 && token.allSatisfy(\.isHexDigit), "\(token)")
+      var info = stat()
+      #expect(stat(file, &info) == 0 && info.st_mode & 0o777 == 0o600)
+      let again = try await runProgram("/bin/bash", [script, file])
+      #expect(again.status == 0 && again.stdout.contains("keeping"))
+      #expect(try String(contentsOfFile: file, encoding: .utf8) == token)
+      tokens.append(token)
+    }
+    #expect(tokens[0] != tokens[1])
+  }
+
   @Test func theDeployUnitsPassSystemdAnalyzeVerify() async throws {
     let deploy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
       .appendingPathComponent("deploy").path
@@ -125,9 +148,12 @@ import Testing
     for setting in [
       "After=jank-supervisor.service", "DynamicUser=yes", "SupplementaryGroups=jank", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
       "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service", "CapabilityBoundingSet=",
+      "LoadCredential=api-token:/etc/jank/api-token", "LimitNOFILE=",
     ] {
       #expect(apiUnit.contains("\n" + setting), "jank-api.service lacks \(setting)")
     }
+    // The deployed API never runs open.
+    #expect(apiUnit.contains("--token-file %d/api-token"), "jank-api.service starts jank-api without its token")
 
     let result = try await runProgram("/usr/bin/systemd-analyze", ["verify"] + units)
     #expect(result.status == 0)
