@@ -74,6 +74,14 @@ struct PluginLauncher: PluginLaunching {
   /// How long past the start deadline the connect may take: the one health check that a
   /// handshake printed at the last moment still gets (PluginConnection's 100 ms floor).
   static let lastCheckGrace: Duration = .milliseconds(100)
+  /// How long a handshake already in the pipe at the deadline may take to be read.
+  static let lateReaderGrace: Duration = .seconds(2)
+
+  /// Bytes waiting in a pipe we read (the descriptor is the reader's, and open while it is).
+  static func unreadBytes(_ fd: Int32) -> Int32 {
+    var unread: Int32 = 0
+    return ioctl(fd, UInt(FIONREAD), &unread) == 0 ? unread : 0
+  }
 
   func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
     let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
@@ -123,12 +131,19 @@ struct PluginLauncher: PluginLaunching {
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "could not read the plugin's output: \(error)")
     }
 
-    let event: StartEvent =
+    func waitForLine(until deadline: ContinuousClock.Instant) async -> StartEvent {
       switch await handshakeLine.wait(until: deadline) {
       case .some(.some(let line)): .line(line)
       case .some(.none): .endOfOutput
       case .none: Task.isCancelled ? .cancelled : .timedOut
       }
+    }
+    var event = await waitForLine(until: deadline)
+    // Bytes in the pipe at the deadline were written in time: it is this side's reader that
+    // is late (a loaded machine), and the plugin must not fail for it.
+    if case .timedOut = event, Self.unreadBytes(process.stdout) > 0 {
+      event = await waitForLine(until: .now + Self.lateReaderGrace)
+    }
 
     func fail(_ reason: LastExit.Reason, _ message: String) async -> LaunchFailure {
       kill(-process.pid, SIGKILL)
