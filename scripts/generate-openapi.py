@@ -25,7 +25,8 @@ schemas={
     "last_exit":{"$ref":"#/components/schemas/LastExit"},"last_error":{"type":"string"},"next_restart_at":{"type":"string"},
     "transport":{"type":"string"},"limits":{"type":"object","additionalProperties":True},
     "limits_enforced":{"type":"string","enum":["cgroup-v2","cgroup-v1","rlimit-only"]},"limits_note":{"type":"string"},
-    "usage":{"$ref":"#/components/schemas/ResourceUsage"}}},
+    "usage":{"$ref":"#/components/schemas/ResourceUsage"},
+    "folder_problem":{"type":"string","description":"What the supervisor could not look at in the plugin's folder (more than 10 000 folders, or deeper than 32): those sources are neither hashed nor watched."}}},
  "PluginDiscoveryInfo":{"type":"object","required":["directory","status","problems"],"properties":{
     "id":{"type":"string"},"name":{"type":"string"},"version":{"type":"string"},"type":{"type":"string"},
     "directory":{"type":"string"},"status":{"$ref":"#/components/schemas/PluginStatus"},

@@ -86,6 +86,9 @@ public struct PluginInfo: Codable, Sendable, Equatable {
   public var limitsNote: String?
   /// The running process's current usage, from its cgroup.
   public var usage: ResourceUsage?
+  /// What the supervisor could not look at in the plugin's folder (more folders, or deeper,
+  /// than it walks): those sources are neither hashed nor watched.
+  public var folderProblem: String?
 
   enum CodingKeys: String, CodingKey {
     case id, name, version, type, description, author, directory, binary, status, desired
@@ -93,6 +96,7 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     case restarts, consecutiveFailures = "consecutive_failures", inFlight = "in_flight"
     case lastExit = "last_exit", lastError = "last_error", nextRestartAt = "next_restart_at"
     case transport, limits, limitsEnforced = "limits_enforced", limitsNote = "limits_note", usage
+    case folderProblem = "folder_problem"
   }
 
   public init(
@@ -102,7 +106,7 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     uptimeSeconds: Double? = nil, restarts: Int = 0, consecutiveFailures: Int = 0, inFlight: Int = 0,
     lastExit: LastExit? = nil, lastError: String? = nil, nextRestartAt: String? = nil,
     transport: String? = nil, limits: JSONValue? = nil, limitsEnforced: String? = nil,
-    limitsNote: String? = nil, usage: ResourceUsage? = nil
+    limitsNote: String? = nil, usage: ResourceUsage? = nil, folderProblem: String? = nil
   ) {
     self.id = id
     self.name = name
@@ -123,6 +127,7 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     self.inFlight = inFlight
     self.lastExit = lastExit
     self.lastError = lastError
+    self.folderProblem = folderProblem
     self.nextRestartAt = nextRestartAt
     self.transport = transport
     self.limits = limits

@@ -70,9 +70,9 @@ public enum PluginDiscovery {
       if buildable, BuildFingerprint.needsBuild(manifest: manifest, directory: directory) {
         return DiscoveredPlugin(
           directory: directory, manifest: manifest,
-          problems: ["sources changed since '\(manifest.binary)' was built; it is rebuilt on register or start"], status: .sourceOnly)
+          problems: ["sources changed since '\(manifest.binary)' was built; it is rebuilt on register or start"] + folderProblems(directory), status: .sourceOnly)
       }
-      return DiscoveredPlugin(directory: directory, manifest: manifest, problems: [], status: .available)
+      return DiscoveredPlugin(directory: directory, manifest: manifest, problems: buildable ? folderProblems(directory) : [], status: .available)
     }
     if buildable {
       return DiscoveredPlugin(
@@ -81,6 +81,11 @@ public enum PluginDiscovery {
     }
     problems.append("binary '\(manifest.binary)' is missing or not executable, and there is no build (add \"build\" to plugin.json or a Package.swift)")
     return DiscoveredPlugin(directory: directory, manifest: manifest, problems: problems, status: .incomplete)
+  }
+
+  /// The fingerprint's walk (just made by needsBuild) left part of the folder out.
+  static func folderProblems(_ directory: String) -> [String] {
+    PluginFolderWalk.problem(in: directory).map { [$0 + "; those sources are neither hashed nor watched"] } ?? []
   }
 
   /// Why `path` resolves outside `root` through a symlink, or nil when it stays inside

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// Walks a plugin's folder the way a hostile plugin cannot abuse: symbolic links are never
 /// followed (a plugin can make `src/a -> .` in its own folder at run time), a folder reached
@@ -19,6 +20,15 @@ struct PluginFolderWalk {
   private(set) var files: [String] = []
   /// What was left out, as a sentence naming the path (nil when nothing was).
   private(set) var problem: String?
+
+  /// The last walk's problem per plugin folder, for `list` and `get` to show (a walk runs on
+  /// every fingerprint and every re-watch; the answer is kept rather than walked again).
+  private static let problems = Mutex<[String: String]>([:])
+
+  /// What the last walk of `directory` could not look at, or nil.
+  static func problem(in directory: String) -> String? {
+    problems.withLock { $0[directory] }
+  }
 
   init(directory: String, ignoredFolders: Set<String>) {
     var visited = Set<FileIdentity>()
@@ -53,6 +63,8 @@ struct PluginFolderWalk {
         }
       }
     }
+    let found = problem
+    Self.problems.withLock { $0[directory] = found }
   }
 }
 

@@ -115,7 +115,8 @@ actor PluginRunner {
       limits: manifest.limits.isEmpty ? nil : .object(manifest.limits),
       limitsEnforced: current.map { $0.cgroup.map { "cgroup-v\($0.version)" } ?? "rlimit-only" },
       limitsNote: current?.cgroup == nil ? current?.limitsNote : nil,
-      usage: current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) })
+      usage: current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) },
+      folderProblem: PluginFolderWalk.problem(in: directory))
   }
 
   // MARK: start

@@ -165,6 +165,7 @@ enum Output {
       lines.append("last exit:   \(exit.reason.rawValue)\(exit.code.map { " code \($0)" } ?? "")\(exit.signal.map { " signal \($0)" } ?? "") at \(exit.at)")
     }
     if let error = info.lastError { lines.append("last error:  \(error)") }
+    if let problem = info.folderProblem { lines.append("folder:      \(problem)") }
     return lines.joined(separator: "\n")
   }
 }

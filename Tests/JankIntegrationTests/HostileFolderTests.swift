@@ -35,4 +35,25 @@ import Testing
       }, "the plugin was not rebuilt and swapped after its source changed")
     }
   }
+
+  /// Deeper than the walk goes: the plugin still registers and serves, and `get` and `list`
+  /// name the folder that was left out.
+  @Test func aFolderDeeperThanTheWalkIsNamedAsAProblemAndTheRestWorks() async throws {
+    try await withSupervisor { workspace, running in
+      let id = try workspace.addPlugin(
+        "deep", script: "exec '\(Binaries.helloWorld)' \"$@\"", extra: #","build":{"command":["sh","-c","true"]}"#)
+      let deep = workspace.plugins + "/deep/src/" + Array(repeating: "d", count: 40).joined(separator: "/")
+      try FileManager.default.createDirectory(atPath: deep, withIntermediateDirectories: true)
+      try writeText("source\n", to: deep + "/main.txt")
+
+      let listed = try await running.client.call(ControlMethods.list, ListParams(), timeout: .seconds(10))
+      let found = try #require(listed.unregistered.first { $0.id == id })
+      #expect(found.problems.contains { $0.contains("folders deep") && $0.contains("src/d/d/") }, "\(found.problems)")
+
+      let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id), timeout: .seconds(20))
+      #expect(info.status == .ready, "\(info.lastError ?? "")")
+      #expect(info.folderProblem?.contains("more than \(32) folders deep") == true, "\(info.folderProblem ?? "nil")")
+      #expect(try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "greet", args: ["name": "deep"])).data["message"] == "Hello, deep!")
+    }
+  }
 }
