@@ -249,8 +249,9 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
 public struct ControlServerLimits: Sendable {
   /// The longest request line; a longer one is refused alone (`too_large`).
   public var maximumLineLength = ControlChannel.maximumRequestLength
-  /// Connections served at once; more are refused with `busy` and closed.
-  public var maximumConnections = 512
+  /// Connections served at once; more are refused with `busy` and closed. High enough that
+  /// thousands of idle ones leave room for the operator (each costs a descriptor and a few kB).
+  public var maximumConnections = 4096
   /// Requests one connection may have unanswered before the supervisor stops reading it.
   public var maximumInFlight = 128
   /// A connection that sent part of a line and then nothing for this long is closed.

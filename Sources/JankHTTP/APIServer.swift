@@ -18,8 +18,9 @@ public struct APIConfiguration: Sendable {
   public var token: String?
   public var bodyLimit = 1 << 20
   /// Open connections at most; past it jank-api stops accepting until one closes, so that
-  /// idle or slow clients cannot use up its descriptors (the unit's LimitNOFILE is above it).
-  public var maxConnections = 1024
+  /// idle or slow clients cannot use up its descriptors (it raises its soft descriptor limit to
+  /// the hard one at start; the unit's LimitNOFILE is above this).
+  public var maxConnections = 4096
   /// A connection with no request in progress (idle keep-alive, or a request head that
   /// never completes) is closed after this long.
   public var idleTimeout = Duration.seconds(60)

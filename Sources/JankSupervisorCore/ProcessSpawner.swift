@@ -64,7 +64,12 @@ public enum ProcessSpawner {
     // Everything the child needs is prepared before fork: no allocation after it.
     let argv = CStringArray([request.executable] + request.arguments)
     let envp = CStringArray(request.environment.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value)" })
-    let limits = request.rlimits.map { jank_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
+    var rlimits = request.rlimits
+    let openFiles = Int32(RLIMIT_NOFILE.rawValue)
+    if !rlimits.contains(where: { $0.resource == openFiles }), let inherited = OpenFilesLimit.forChildren {
+      rlimits.append((openFiles, inherited.soft, inherited.hard))
+    }
+    let limits = rlimits.map { jank_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
 
     var failedStep: UnsafePointer<CChar>?
     let pid: pid_t = request.executable.withCString { path in

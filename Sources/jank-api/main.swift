@@ -23,7 +23,7 @@ struct JankAPI: AsyncParsableCommand {
   @Option(help: "Largest request body in bytes (env JANK_API_BODY_LIMIT; default 1048576).")
   var bodyLimit: Int?
 
-  @Option(help: "Open connections at most; past it new ones wait (env JANK_API_MAX_CONNECTIONS; default 1024).")
+  @Option(help: "Open connections at most; past it new ones wait (env JANK_API_MAX_CONNECTIONS; default 4096).")
   var maxConnections: String?
 
   @Option(help: "Seconds before a connection with no request in progress is closed (env JANK_API_IDLE_TIMEOUT; default 60).")
@@ -50,6 +50,7 @@ struct JankAPI: AsyncParsableCommand {
       throw ExitCode(2)
     }
 
+    Self.raiseOpenFilesLimit()
     let app = makeAPIApplication(configuration: configuration, logger: logger) { [logger, configuration] port in
       var bound = configuration
       bound.port = port
@@ -99,6 +100,15 @@ struct JankAPI: AsyncParsableCommand {
     }
     try configuration.validate()
     return configuration
+  }
+
+  /// Every connection is a descriptor: the soft limit a shell gives (1024) would stop
+  /// jank-api short of its connection limit, so it takes the hard one (it starts no children).
+  static func raiseOpenFilesLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
   }
 
   /// A whole number in `range`, or a sentence naming the setting.

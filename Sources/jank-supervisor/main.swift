@@ -67,6 +67,8 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     var configuration = SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath)
     configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
     configuration.maxParallelBuilds = parallelBuilds
+    // Thousands of control connections and plugins' pipes; children get the old limit back.
+    OpenFilesLimit.raiseToHardLimit()
     let supervisor = Supervisor(configuration: configuration, logger: logger)
     let service = SupervisorService(supervisor: supervisor, logger: logger) { _ in
       let status = await supervisor.status()
