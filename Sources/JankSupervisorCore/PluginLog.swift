@@ -6,9 +6,18 @@ import Synchronization
 /// The last lines a plugin wrote to stderr (and stdout after its handshake), forwarded to
 /// swift-log with `plugin_id` metadata. hclog JSON lines keep their level and message.
 public final class PluginLog: Sendable {
+  /// The ring's bounds, in lines and in bytes: a plugin writing lines of 64 KiB (the
+  /// reader's cap) would otherwise hold 64 MB of the supervisor's memory, and a thousand
+  /// such plugins 64 GB. The journal keeps everything.
   public static let capacity = 1_000
+  public static let byteBudget = 1 << 20
 
-  private let lines = Mutex<[String]>([])
+  private struct Ring {
+    var lines: [String] = []
+    var bytes = 0
+  }
+
+  private let ring = Mutex(Ring())
   private let logger: Logger
 
   init(pluginID: String, logger: Logger) {
@@ -18,13 +27,23 @@ public final class PluginLog: Sendable {
   }
 
   public func tail(_ count: Int = capacity) -> [String] {
-    lines.withLock { Array($0.suffix(count)) }
+    ring.withLock { Array($0.lines.suffix(count)) }
   }
 
   func append(_ line: String, stream: String) {
-    lines.withLock { lines in
-      if lines.count >= Self.capacity { lines.removeFirst(lines.count - Self.capacity + 1) }
-      lines.append(line)
+    ring.withLock { ring in
+      ring.lines.append(line)
+      ring.bytes += line.utf8.count
+      var drop = 0
+      var bytes = ring.bytes
+      while ring.lines.count - drop > Self.capacity || (bytes > Self.byteBudget && ring.lines.count - drop > 1) {
+        bytes -= ring.lines[drop].utf8.count
+        drop += 1
+      }
+      if drop > 0 {
+        ring.lines.removeFirst(drop)
+        ring.bytes = bytes
+      }
     }
     let (level, message, metadata) = Self.interpret(line)
     var meta = metadata

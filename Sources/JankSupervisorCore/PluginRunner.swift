@@ -165,7 +165,11 @@ actor PluginRunner {
     // `last_error` keeps the reason of the last failure until an operator starts the plugin.
     setStatus(.starting)
     // Built when missing, or when its sources changed since the last build.
-    if access(directory + "/" + manifest.binary, X_OK) != 0 || (checkSources && BuildFingerprint.needsBuild(manifest: manifest, directory: directory)) {
+    let (manifest, directory) = (manifest, directory)
+    let stale = await BlockingIO.run {
+      access(directory + "/" + manifest.binary, X_OK) != 0 || (checkSources && BuildFingerprint.needsBuild(manifest: manifest, directory: directory))
+    }
+    if stale {
       guard let built = await buildUnlessCancelled() else { return }
       if case .failure(let error) = built {
         fail("\(error)")

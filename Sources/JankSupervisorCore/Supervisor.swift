@@ -56,6 +56,7 @@ public actor Supervisor {
   private var desiredRunning: [String: Bool] = [:]
   private var socketDirectories: SocketDirectories
   private var lastScan: (at: ContinuousClock.Instant, plugins: [DiscoveredPlugin])?
+  private var scanInFlight: Task<[DiscoveredPlugin], Never>?
   /// Rebuilds and hot-swaps plugins whose sources change; made on the first buildable
   /// registration.
   private var sourceWatcher: SourceWatcher?
@@ -85,16 +86,28 @@ public actor Supervisor {
 
   // MARK: discovery
 
-  public func discover() -> [DiscoveredPlugin] {
-    PluginDiscovery.scan(pluginsDirectory: configuration.pluginsDirectory)
+  /// A scan of the plugins folder, made off the actor (it reads and hashes sources).
+  public nonisolated func discover() async -> [DiscoveredPlugin] {
+    let directory = configuration.pluginsDirectory
+    return await BlockingIO.run { PluginDiscovery.scan(pluginsDirectory: directory) }
+  }
+
+  /// A fresh scan that callers arriving meanwhile share: a registration burst (a thousand
+  /// plugins at start) makes one scan, not a thousand.
+  private func freshScan() async -> [DiscoveredPlugin] {
+    if let scanInFlight { return await scanInFlight.value }
+    let task = Task { await self.discover() }
+    scanInFlight = task
+    let plugins = await task.value
+    if scanInFlight == task { scanInFlight = nil }
+    lastScan = (ContinuousClock.now, plugins)
+    return plugins
   }
 
   /// The scan of the last second, or a new one.
-  private func recentScan() -> [DiscoveredPlugin] {
+  private func recentScan() async -> [DiscoveredPlugin] {
     if let lastScan, ContinuousClock.now - lastScan.at < .seconds(1) { return lastScan.plugins }
-    let plugins = discover()
-    lastScan = (ContinuousClock.now, plugins)
-    return plugins
+    return await freshScan()
   }
 
   /// Restores the registrations saved by an earlier run and starts those the operator
@@ -102,7 +115,7 @@ public actor Supervisor {
   /// operator stopped stays stopped even when it is `auto_start`.
   public func restoreRegistrations() async {
     let saved = store.load()
-    let found = discover()
+    let found = await discover()
     var toStart: [PluginRunner] = []
     for entry in saved where runners[entry.id] == nil {
       guard let plugin = found.first(where: { $0.manifest?.id == entry.id }), let manifest = plugin.manifest, plugin.status != .incomplete else {
@@ -124,7 +137,7 @@ public actor Supervisor {
 
   /// Registers and starts every valid `auto_start` plugin, all at once.
   public func startAutoStartPlugins() async {
-    let candidates = discover().filter { $0.manifest?.autoStart == true && $0.status != .incomplete }
+    let candidates = await discover().filter { $0.manifest?.autoStart == true && $0.status != .incomplete }
     await cancellingStartsOnShutdown {
       await withTaskGroup(of: Void.self) { group in
         for plugin in candidates {
@@ -151,7 +164,7 @@ public actor Supervisor {
   public func list(status: PluginStatus? = nil) async -> PluginList {
     var registered: [PluginInfo] = []
     for runner in runners.values { registered.append(await runner.info) }
-    let unregistered = discover().filter { plugin in
+    let unregistered = await discover().filter { plugin in
       guard let id = plugin.manifest?.id else { return true }
       return runners[id] == nil
     }.map(\.info)
@@ -173,11 +186,15 @@ public actor Supervisor {
     }
     // A registration burst (a thousand plugins at start) shares one scan of the folder; a
     // plugin missing or unusable in it is looked for again in a fresh scan.
-    var found = recentScan()
+    var found = await recentScan()
     if found.first(where: { $0.manifest?.id == id && $0.status != .incomplete }) == nil {
-      found = discover()
-      lastScan = (ContinuousClock.now, found)
+      found = await freshScan()
     }
+    // The scan ran off the actor: another register of this id may have won meanwhile.
+    if let existing = runners[id] {
+      throw ControlError(.conflict, "plugin \(id) is already registered (status \(await existing.info.status.rawValue)); use start, stop or restart", details: ["id": .string(id)])
+    }
+    try refuseWhenShuttingDown()
     guard let plugin = found.first(where: { $0.manifest?.id == id }) else {
       let unreadable = found.filter { $0.manifest == nil }.map { ($0.directory as NSString).lastPathComponent }
       let hint = unreadable.isEmpty ? "" : " (folders with an unreadable plugin.json: \(unreadable.joined(separator: ", ")))"
@@ -341,7 +358,8 @@ public actor Supervisor {
   func sourcesChanged(id: String) async {
     guard let runner = runners[id] else { return }
     sourceWatcher?.watch(id: id, directory: runner.directory)  // folders may have been added
-    guard BuildFingerprint.needsBuild(manifest: runner.manifest, directory: runner.directory) else { return }
+    let (manifest, directory) = (runner.manifest, runner.directory)
+    guard await BlockingIO.run({ BuildFingerprint.needsBuild(manifest: manifest, directory: directory) }) else { return }
     guard await runner.info.pid != nil else { return }
     logger.info("sources changed; rebuilding and swapping", metadata: ["plugin_id": "\(id)"])
     do {

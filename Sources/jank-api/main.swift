@@ -20,8 +20,8 @@ struct JankAPI: AsyncParsableCommand {
   @Option(help: "File holding the bearer token (env JANK_API_TOKEN_FILE; or the token itself in JANK_API_TOKEN).")
   var tokenFile: String?
 
-  @Option(help: "Largest request body in bytes (env JANK_API_BODY_LIMIT; default 1048576).")
-  var bodyLimit: Int?
+  @Option(help: "Largest request body: bytes, or with KiB, MiB or GiB, like 64MiB (env JANK_API_BODY_LIMIT; default 1MiB).")
+  var bodyLimit: String?
 
   @Option(help: "Open connections at most; past it new ones wait (env JANK_API_MAX_CONNECTIONS; default 4096).")
   var maxConnections: String?
@@ -78,11 +78,9 @@ struct JankAPI: AsyncParsableCommand {
     configuration.token = try Self.token(
       file: settings.value(tokenFile, flag: "--token-file", env: "JANK_API_TOKEN_FILE"),
       value: settings.value(nil, flag: "", env: "JANK_API_TOKEN", unset: "to run without a token (on loopback only)"))
-    if let bodyLimit {
-      configuration.bodyLimit = bodyLimit
-    } else if let limit = try settings.value(nil, flag: "", env: "JANK_API_BODY_LIMIT") {
-      guard let bytes = Int(limit.value) else {
-        throw ValidationError("JANK_API_BODY_LIMIT must be a whole number of bytes, like 1048576 (got '\(limit.value)'); fix it or unset it for the default of 1 MiB")
+    if let limit = try settings.value(bodyLimit, flag: "--body-limit", env: "JANK_API_BODY_LIMIT") {
+      guard let bytes = Self.byteCount(limit.value) else {
+        throw ValidationError("\(limit.source) must be a whole number of bytes, or of KiB, MiB or GiB, like 1048576 or 64MiB (got '\(limit.value)'); fix it or leave it out for the default of 1 MiB")
       }
       configuration.bodyLimit = bytes
     }
@@ -118,6 +116,14 @@ struct JankAPI: AsyncParsableCommand {
       throw ValidationError("\(setting.source) must be a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound) (got '\(setting.value)'); fix it or leave it out for the default")
     }
     return value
+  }
+
+  /// "1048576", "512KiB", "64MiB", "1GiB" (K, M and G mean the same, as in systemd).
+  static func byteCount(_ text: String) -> Int? {
+    let units: [(String, Int)] = [("KiB", 10), ("MiB", 20), ("GiB", 30), ("K", 10), ("M", 20), ("G", 30)]
+    let (digits, shift) = units.first { text.hasSuffix($0.0) }.map { (String(text.dropLast($0.0.count)), $0.1) } ?? (text, 0)
+    guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let value = Int(digits), value <= Int.max >> shift else { return nil }
+    return value << shift
   }
 
   static func level(_ setting: Settings.Value?) throws -> Logger.Level {

@@ -283,7 +283,8 @@ import Testing
       ([], ["JANK_API_TOKEN_FILE": dir + "/short"], ["token file \(dir)/short (from JANK_API_TOKEN_FILE) is 11 characters", "at least 16", "openssl rand"]),
       ([], ["JANK_API_TOKEN": "short"], ["from JANK_API_TOKEN is 5 characters", "at least 16"]),
       ([], ["JANK_API_TOKEN": ""], ["JANK_API_TOKEN is set but empty", "unset it to run without a token"]),
-      ([], ["JANK_API_BODY_LIMIT": "1MiB"], ["JANK_API_BODY_LIMIT must be a whole number of bytes", "'1MiB'"]),
+      ([], ["JANK_API_BODY_LIMIT": "1MB"], ["JANK_API_BODY_LIMIT must be a whole number of bytes, or of KiB, MiB or GiB", "'1MB'"]),
+      (["--body-limit", "64MB"], [:], ["--body-limit must be a whole number of bytes", "'64MB'"]),
       ([], ["JANK_API_BODY_LIMIT": "100"], ["at least 1024 bytes", "got 100"]),
       ([], ["JANK_API_LISTEN": "localhost"], ["JANK_API_LISTEN must be HOST:PORT", "'localhost'"]),
       ([], ["JANK_API_LISTEN": "127.0.0.1:99999"], ["JANK_API_LISTEN must be HOST:PORT"]),
@@ -307,7 +308,7 @@ import Testing
 
   @Test func theBodyLimitIs1MiBByDefaultAndJANK_API_BODY_LIMITChangesIt() async throws {
     try await Self.withStack { workspace, _, api in
-      let limited = try await APIProcess(socket: workspace.socket, environment: ["JANK_API_BODY_LIMIT": "2048"])
+      let limited = try await APIProcess(socket: workspace.socket, environment: ["JANK_API_BODY_LIMIT": "2KiB"])
       defer { limited.terminate() }
       for (port, limit) in [(api.port, 1 << 20), (limited.port, 2048)] {
         // At the limit the body is read (and the unknown id is a 404); one byte more is a 413.

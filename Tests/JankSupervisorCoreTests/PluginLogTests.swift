@@ -56,6 +56,22 @@ final class RecordingLogHandler: LogHandler, Sendable {
     #expect(tail.last == "line 1499")
     #expect(log.tail(3) == ["line 1497", "line 1498", "line 1499"])
   }
+
+  /// Long lines are bounded by bytes, not only by count; the newest line is always kept.
+  @Test func theRingBufferKeepsAtMostItsByteBudget() {
+    let log = PluginLog(pluginID: "dev.t.ring", logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+    let long = String(repeating: "x", count: 60_000)
+    for i in 0..<200 { log.append("\(i) " + long, stream: "stderr") }
+    let tail = log.tail()
+    #expect(tail.reduce(0) { $0 + $1.utf8.count } <= PluginLog.byteBudget)
+    #expect(tail.count == PluginLog.byteBudget / 60_004)
+    #expect(tail.last?.hasPrefix("199 ") == true)
+    let huge = String(repeating: "y", count: PluginLog.byteBudget + 1)
+    log.append(huge, stream: "stderr")
+    #expect(log.tail() == [huge])
+    log.append("short", stream: "stderr")
+    #expect(log.tail() == ["short"])
+  }
 }
 
 @Suite struct PluginLogTests {
