@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the README's test command (or one stage of it) N times in a row and lists every
 # failure with its test name and message, to prove that the suite passes every time.
-#   scripts/test-repeat.sh [-n N] [--stage behaviour|load|openapi] [--hog] [--fresh-clone]
+#   scripts/test-repeat.sh [-n N] [--stage behaviour|hostile|load|openapi] [--hog] [--fresh-clone]
 #     -n N           runs (default 10)
 #     --stage NAME   one stage of scripts/test.sh instead of all of them
 #     --hog          a busy loop per core beside the tests, for the whole run

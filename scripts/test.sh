@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the control channel over real sockets, integration tests that
 # start real plugin processes and the real jank-supervisor, jank-api and jankctl binaries,
-# then the load-heavy suites on their own (chaos, a thousand restarts, Go builds and the
-# benchmark smoke run) so that their load does not starve tests that check behaviour in
-# time, then the OpenAPI checks (schemathesis).
+# then the hostile-input suites, then the load-heavy suites (chaos, a thousand restarts, Go
+# builds, huge inputs and the benchmark smoke run), each stage on its own so that one's load
+# does not starve another's tests that check behaviour in time, then the OpenAPI checks
+# (schemathesis).
 #   scripts/test.sh                      every stage
-#   scripts/test.sh --stage NAME         one stage: behaviour, load or openapi
+#   scripts/test.sh --stage NAME         one stage: behaviour, hostile, load or openapi
 #   scripts/test.sh ARGS...              ARGS go to `swift test` instead (e.g. --filter APITests)
 # scripts/test-repeat.sh runs this N times and lists every failure.
 set -euo pipefail
@@ -19,13 +20,18 @@ swift build --build-tests
 # product never pays for it outside tests; a failed expectation still says where it failed.
 export SWT_SWIFT_ERROR_BACKTRACING_ENABLED="${SWT_SWIFT_ERROR_BACKTRACING_ENABLED:-0}"
 
-load="ChaosTests|ProcessHygieneTests|GoInteropTests|BenchmarkSmokeTests"
+load="ChaosTests|ProcessHygieneTests|GoInteropTests|BenchmarkSmokeTests|HostileInputsTests"
+# The hostile-input suites check that the supervisor answers within a second after each
+# attack; beside the behaviour stage's 160 tests on two cores, that second measured the
+# suite's load, not the product.
+hostile="HostileClientsTests|HostileFolderTests|HostileOutputTests"
 run_stage() {
   case "$1" in
-    behaviour) swift test --skip-build --skip "$load|OpenAPITests" ;;
+    behaviour) swift test --skip-build --skip "$load|$hostile|OpenAPITests" ;;
+    hostile) swift test --skip-build --filter "$hostile" ;;
     load) swift test --skip-build --filter "$load" ;;
     openapi) swift test --skip-build --filter OpenAPITests ;;
-    *) echo "test.sh: unknown stage '$1' (behaviour, load or openapi)" >&2; exit 2 ;;
+    *) echo "test.sh: unknown stage '$1' (behaviour, hostile, load or openapi)" >&2; exit 2 ;;
   esac
 }
 # A stage's output is thousands of lines; when it fails, its failures are repeated at the
@@ -46,7 +52,7 @@ stage() {
 }
 
 if [ "${1:-}" = "--stage" ]; then
-  [ $# -eq 2 ] || { echo "usage: scripts/test.sh --stage behaviour|load|openapi" >&2; exit 2; }
+  [ $# -eq 2 ] || { echo "usage: scripts/test.sh --stage behaviour|hostile|load|openapi" >&2; exit 2; }
   stage "$2"
   exit
 fi
@@ -54,5 +60,6 @@ if [ $# -gt 0 ]; then
   exec swift test --skip-build "$@"
 fi
 stage behaviour
+stage hostile
 stage load
 stage openapi

@@ -29,6 +29,12 @@ public final class ControlServer: Sendable {
       throw ControlError(.invalid, "control socket path '\(path)' is longer than 107 bytes; choose a shorter --socket")
     }
     try removeStaleSocket(at: path)
+    // Bound and listening under a temporary name, made group-only, then renamed into place:
+    // a client that sees the socket can connect at once (not ECONNREFUSED between bind and
+    // listen), and nobody outside the group ever finds it with the umask's permissions.
+    let staging = path + ".\(getpid()).new"
+    let bindPath = staging.utf8.count <= 107 ? staging : path
+    unlink(staging)
     let connections = ConnectionCount()
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.backlog, value: 256)
@@ -40,9 +46,15 @@ public final class ControlServer: Sendable {
           try sync.addHandler(ControlConnectionHandler(router: router, socketPath: path, limits: limits, connections: connections, logger: logger))
         }
       }
-      .bind(unixDomainSocketPath: path)
+      .bind(unixDomainSocketPath: bindPath)
       .get()
-    chmod(path, 0o660)
+    chmod(bindPath, 0o660)
+    if bindPath != path, rename(bindPath, path) != 0 {
+      let reason = String(cString: strerror(errno))
+      unlink(bindPath)
+      try? await channel.close()
+      throw ControlError(.unavailable, "cannot move the control socket into place at \(path): \(reason)")
+    }
     return ControlServer(path: path, channel: channel)
   }
 

@@ -84,7 +84,6 @@ struct PluginLauncher: PluginLaunching {
   }
 
   func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
-    let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
     var request = SpawnRequest(executable: directory + "/" + manifest.binary)
     request.workingDirectory = directory
     request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
@@ -115,7 +114,12 @@ struct PluginLauncher: PluginLaunching {
       throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "\(error)")
     }
 
+    // The plugin's clock starts once it exists. Forks are made one at a time, and with many
+    // plugins starting at once (or a loaded machine) the queue took over a second: counted
+    // from before it, an 800 ms start_timeout_ms failed plugins that started in 10 ms.
+    let deadline = ContinuousClock.now + .milliseconds(manifest.startTimeoutMs)
     let handshakeLine = OneShot<String?>()
+    let stderrEnded = OneShot<Void>()
     do {
       try await OutputReader.start(
         fd: process.stdout,
@@ -124,7 +128,7 @@ struct PluginLauncher: PluginLaunching {
           if handshakeLine.isDelivered { log.append(line, stream: "stdout") } else { handshakeLine.deliver(line) }
         },
         onEnd: { handshakeLine.deliver(nil) })
-      try await OutputReader.start(fd: process.stderr, onLine: { log.append($0, stream: "stderr") }, onEnd: {})
+      try await OutputReader.start(fd: process.stderr, onLine: { log.append($0, stream: "stderr") }, onEnd: { stderrEnded.deliver(()) })
     } catch {
       kill(-process.pid, SIGKILL)
       cgroup?.remove()
@@ -170,6 +174,9 @@ struct PluginLauncher: PluginLaunching {
       // Closed stdout without a line: the plugin exited (or closed stdout) before its handshake.
       let status = await ProcessReaper.shared.waitForExit(pid: process.pid, within: .seconds(1))
       let how = status.map { "\($0)" } ?? "closed its stdout"
+      // stderr is read by a reader of its own: what the plugin wrote there before it exited
+      // (its reason, usually) may not be read yet when stdout's end arrives.
+      if status != nil { _ = await stderrEnded.wait(until: .now + .milliseconds(500)) }
       let tail = Self.quotedTail(log)
       // Killed by the OOM killer while starting: a memory limit problem, not a bad plugin.
       if status == .signaled(SIGKILL), let cgroup, cgroup.oomKills > 0 {

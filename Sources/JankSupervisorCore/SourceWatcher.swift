@@ -17,6 +17,8 @@ final class SourceWatcher: Sendable {
     var watchesByID: [String: [Int32]] = [:]
     var pending: [String: ContinuousClock.Instant] = [:]
     var closed = false
+    /// The reader closed both descriptors; their numbers may belong to anyone now.
+    var released = false
   }
 
   /// Internal for tests: the reader thread closes it.
@@ -121,7 +123,13 @@ final class SourceWatcher: Sendable {
       state.closed = true
       Glibc.close(fd)
       Glibc.close(wakeFD)
+      state.released = true
     }
+  }
+
+  /// True once the reader thread has closed its descriptors (after `close()`).
+  var isReleased: Bool {
+    state.withLock { $0.released }
   }
 
   private func deliverQuietChanges() {

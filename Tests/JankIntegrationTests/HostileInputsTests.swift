@@ -3,9 +3,55 @@ import JankControl
 import JankJSON
 import Testing
 
-/// Inputs sized to hurt: each costs only the client that sent it, and the supervisor (and
-/// jank-api) keep answering everyone else with bounded memory.
+/// Inputs sized to hurt: each costs only the client (or plugin folder) that sent it, and the
+/// supervisor (and jank-api) keep answering everyone else with bounded memory. Each keeps a
+/// core busy for seconds (hashing 1 GiB, parsing 20 MiB of JSON), so scripts/test.sh runs
+/// them in its load stage, apart from the tests that check behaviour in time.
 @Suite struct HostileInputsTests {
+  /// A 1 GiB source file (sparse: no disk, but every byte is read to hash it). Hashing it
+  /// takes seconds; it runs off the supervisor actor, so `status` and another plugin's calls
+  /// answer meanwhile, and once: the next `list` finds the digest cached by the file's
+  /// identity, size and times.
+  @Test func hashingAHugeSourceHoldsNoOtherCall() async throws {
+    let workspace = try Workspace()
+    let hello = try workspace.addHelloWorld("hello")
+    _ = try workspace.addPlugin("huge", script: "exec '\(Binaries.helloWorld)' \"$@\"", extra: #","build":{"command":["sh","-c","true"]}"#)
+    let supervisor = try await SupervisorProcess(workspace)
+    defer { supervisor.terminate() }
+    let client = try await ControlClient.connect(path: workspace.socket)
+    defer { Task { await client.close() } }
+    let lister = try await ControlClient.connect(path: workspace.socket)
+    defer { Task { await lister.close() } }
+    _ = try await client.call(ControlMethods.register, RegisterParams(id: hello), timeout: .seconds(30))
+    let rssBefore = try #require(residentKB(supervisor.pid))
+    // Made after the supervisor's start-up scan, so that the list below hashes it first.
+    try FileManager.default.createDirectory(atPath: workspace.plugins + "/huge/src", withIntermediateDirectories: true)
+    let blob = open(workspace.plugins + "/huge/src/blob", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+    #expect(blob >= 0 && ftruncate(blob, 1 << 30) == 0)
+    close(blob)
+
+    let clock = ContinuousClock()
+    let begin = clock.now
+    let listing = Task { () throws -> Duration in
+      let listed = try await lister.call(ControlMethods.list, ListParams(), timeout: .seconds(120))
+      #expect(listed.unregistered.contains { $0.id == "dev.test.huge" && $0.status == .sourceOnly })
+      return clock.now - begin
+    }
+    try await Task.sleep(for: .milliseconds(300))
+    let probe = clock.now
+    _ = try await client.call(ControlMethods.status, NoParams(), timeout: .seconds(5))
+    try await expectStillServing(client, hello, supervisor: supervisor.pid, rssBeforeKB: rssBefore)
+    let probed = clock.now - probe
+    let listed = try await listing.value
+    // The hash must really have been under way while the probe ran, or this proves nothing.
+    #expect(listed > probed + .milliseconds(300) + .milliseconds(500), "list took \(listed), the probe \(probed): hashing 1 GiB was too quick to tell")
+
+    // Product bound: the digest is cached; a list reads no source again.
+    let again = clock.now
+    _ = try await lister.call(ControlMethods.list, ListParams(), timeout: .seconds(10))
+    #expect(clock.now - again < .seconds(1), "the second list took \(clock.now - again)")
+  }
+
   /// Past the control channel's 16 MiB request limit but under jank-api's 64 MiB body limit:
   /// the big execute fails alone (413), and a hundred small executes sent beside it on the
   /// same two supervisor connections all succeed.
