@@ -4,7 +4,7 @@
 # The tests validate the result and fuzz the running API against it.
 import json
 STATUSES=["available","source_only","incomplete","starting","ready","running","backoff","stopped","error"]
-REASONS=["exited","signaled","oom-killed","cpu-limit","health-failed","start-timeout","handshake-failed","stopped"]
+REASONS=["exited","signaled","oom-killed","cpu-limit","health-failed","start-timeout","handshake-failed","digest-mismatch","stopped"]
 ID={"type":"string","minLength":3,"maxLength":100,"pattern":"^[a-z][a-z0-9]*(\\.[a-z0-9][a-z0-9-]*)+$",
     "description":"A plugin id: a reverse-domain name such as dev.jank.plugins.hello-world.","example":"dev.jank.plugins.hello-world"}
 schemas={
@@ -26,7 +26,10 @@ schemas={
     "transport":{"type":"string"},"limits":{"type":"object","additionalProperties":True},
     "limits_enforced":{"type":"string","enum":["cgroup-v2","cgroup-v1","rlimit-only"]},"limits_note":{"type":"string"},
     "usage":{"$ref":"#/components/schemas/ResourceUsage"},
-    "folder_problem":{"type":"string","description":"What the supervisor could not look at in the plugin's folder (more than 10 000 folders, or deeper than 32): those sources are neither hashed nor watched."}}},
+    "folder_problem":{"type":"string","description":"What the supervisor could not look at in the plugin's folder (more than 10 000 folders, or deeper than 32): those sources are neither hashed nor watched."},
+    "isolation":{"type":"string","enum":["uid","none"],"description":"How the plugin is kept apart from the supervisor and other plugins: uid (a uid and gid of its own) or none (the supervisor's user; isolation_note says why)."},
+    "isolation_note":{"type":"string"},
+    "uid":{"type":"integer","description":"The uid and gid the plugin runs as, in uid isolation."}}},
  "PluginDiscoveryInfo":{"type":"object","required":["directory","status","problems"],"properties":{
     "id":{"type":"string"},"name":{"type":"string"},"version":{"type":"string"},"type":{"type":"string"},
     "directory":{"type":"string"},"status":{"$ref":"#/components/schemas/PluginStatus"},

@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -19,12 +21,27 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
+// A process started with stdin, stdout or stderr closed (`jank-supervisor <&- >&-`, some
+// service managers) would hand those numbers to the first descriptors it opens (libdispatch's
+// epoll, before main even runs), and its log lines would then go into them, or a child's
+// pipe dup2'ed onto 1 could be overwritten by the one meant for 0. Each closed one is opened
+// on /dev/null before main, in every program linking this shim (supervisor, tools, plugins).
+__attribute__((constructor)) static void jank_open_missing_standard_descriptors(void) {
+  for (int fd = 0; fd < 3; fd++) {
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      int opened = open("/dev/null", O_RDWR);
+      if (opened >= 0 && opened != fd) close(opened);
+    }
+  }
+}
+
 // Reported by the child over the error pipe when a step fails.
 typedef struct { int step; int err; } child_failure;
 
 static const char *step_names[] = {
   "ok", "setpgid", "prctl(PR_SET_PDEATHSIG)", "parent exited before exec", "dup2",
-  "chdir", "setrlimit", "join cgroup", "execve",
+  "chdir", "setrlimit", "join cgroup", "execve", "prctl(PR_SET_NO_NEW_PRIVS)",
+  "setgroups", "setgid", "setuid", "fcntl(F_SETFD)",
 };
 
 // Only async-signal-safe calls below: the parent is multi-threaded.
@@ -49,14 +66,15 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
   sigprocmask(SIG_SETMASK, &all, NULL);
 
   if (r->new_process_group && setpgid(0, 0) != 0) child_fail(pipe_fd, 1);
-  if (r->parent_death_signal) {
-    if (prctl(PR_SET_PDEATHSIG, r->parent_death_signal) != 0) child_fail(pipe_fd, 2);
-    // The parent may have died between fork and prctl: then nobody would signal us.
-    if (getppid() != parent) { errno = ESRCH; child_fail(pipe_fd, 3); }
-  }
+  // A source may itself be 0, 1 or 2 (a parent started with those closed): each is first
+  // moved above 2, so that no dup2 overwrites a source still to be copied, and every copy
+  // is a dup2 onto a different number, which clears the source's close-on-exec flag.
   int fds[3] = { r->stdin_fd, r->stdout_fd, r->stderr_fd };
   for (int i = 0; i < 3; i++) {
-    if (fds[i] >= 0 && fds[i] != i && dup2(fds[i], i) < 0) child_fail(pipe_fd, 4);
+    if (fds[i] >= 0 && fds[i] < 3 && (fds[i] = fcntl(fds[i], F_DUPFD, 3)) < 0) child_fail(pipe_fd, 4);
+  }
+  for (int i = 0; i < 3; i++) {
+    if (fds[i] >= 0 && dup2(fds[i], i) < 0) child_fail(pipe_fd, 4);
   }
   if (r->cwd && chdir(r->cwd) != 0) child_fail(pipe_fd, 5);
   for (int i = 0; i < r->rlimit_count; i++) {
@@ -66,9 +84,35 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
   for (int i = 0; i < r->cgroup_procs_count; i++) {
     if (write(r->cgroup_procs_fds[i], "0", 1) != 1) child_fail(pipe_fd, 7);
   }
+  if (r->change_identity) {
+    // Groups first: once the uid changed, the privilege to change them is gone.
+    if (setgroups(0, NULL) != 0) child_fail(pipe_fd, 10);
+    if (setgid(r->gid) != 0) child_fail(pipe_fd, 11);
+    if (setuid(r->uid) != 0) child_fail(pipe_fd, 12);
+    // Sockets and files it makes are the supervisor's group's too (its socket folder is
+    // set-group-ID), so a supervisor that is not root can still connect.
+    umask(0007);
+  }
+  // After the identity change, which clears the parent-death signal.
+  if (r->parent_death_signal) {
+    if (prctl(PR_SET_PDEATHSIG, r->parent_death_signal) != 0) child_fail(pipe_fd, 2);
+    // The parent may have died between fork and prctl: then nobody would signal us.
+    if (getppid() != parent) { errno = ESRCH; child_fail(pipe_fd, 3); }
+  }
+  if (r->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pipe_fd, 9);
   // Nothing of the supervisor's (sockets, other plugins' pipes) may leak into the plugin.
   syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-  execve(r->path, r->argv, r->envp);
+  if (r->exec_fd >= 0) {
+    // A script stays open across exec, as its interpreter reads it from /dev/fd/N; a
+    // binary is closed by the exec, so the plugin inherits nothing.
+    char magic[2] = { 0, 0 };
+    if (pread(r->exec_fd, magic, 2, 0) == 2 && magic[0] == '#' && magic[1] == '!' && fcntl(r->exec_fd, F_SETFD, 0) != 0) {
+      child_fail(pipe_fd, 13);
+    }
+    syscall(SYS_execveat, r->exec_fd, "", r->argv, r->envp, AT_EMPTY_PATH);
+  } else {
+    execve(r->path, r->argv, r->envp);
+  }
   child_fail(pipe_fd, 8);
 }
 

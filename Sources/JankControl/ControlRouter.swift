@@ -11,6 +11,9 @@ public struct ControlRouter: Sendable {
   typealias Handler = @Sendable (_ request: Data) async -> Result<Data, ControlError>
 
   private var handlers: [String: Handler] = [:]
+  /// Why a connecting process (by pid and uid, from SO_PEERCRED) may not use the channel at
+  /// all, or nil when it may. The supervisor refuses its own plugins here, whatever their uid.
+  public var peerRefusal: (@Sendable (_ pid: Int32, _ uid: UInt32) -> String?)?
 
   public init() {}
 

@@ -136,7 +136,12 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
         let (handler, context) = loopBound.value
         switch result {
         case .success(let peer) where PeerPolicy.allows(peer, socketPath: handler.socketPath):
-          handler.allow(context)
+          if let why = handler.router.peerRefusal?(peer.pid, peer.uid) {
+            handler.logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)", "reason": "\(why)"])
+            handler.refuse(channel, ControlError(.invalid, why))
+          } else {
+            handler.allow(context)
+          }
         case .success(let peer):
           handler.logger.warning("control connection refused", metadata: ["uid": "\(peer.uid)", "pid": "\(peer.pid)"])
           handler.refuse(channel, ControlError(.invalid, "permission denied: uid \(peer.uid) may not use \(handler.socketPath); run as root, as the supervisor's user, or as a member of the socket's group"))

@@ -24,6 +24,8 @@ public struct LastExit: Codable, Sendable, Equatable {
     case healthFailed = "health-failed"
     case startTimeout = "start-timeout"
     case handshakeFailed = "handshake-failed"
+    /// The binary's SHA-256 is not plugin.json's `sha256`: it was never started.
+    case digestMismatch = "digest-mismatch"
     case stopped
   }
 
@@ -89,6 +91,13 @@ public struct PluginInfo: Codable, Sendable, Equatable {
   /// What the supervisor could not look at in the plugin's folder (more folders, or deeper,
   /// than it walks): those sources are neither hashed nor watched.
   public var folderProblem: String?
+  /// How the plugin is kept apart from the supervisor and other plugins: "uid" (a uid of
+  /// its own) or "none".
+  public var isolation: String?
+  /// Why, when `isolation` is "none".
+  public var isolationNote: String?
+  /// The uid (and gid) the plugin runs as, in uid isolation.
+  public var uid: Int?
 
   enum CodingKeys: String, CodingKey {
     case id, name, version, type, description, author, directory, binary, status, desired
@@ -96,7 +105,7 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     case restarts, consecutiveFailures = "consecutive_failures", inFlight = "in_flight"
     case lastExit = "last_exit", lastError = "last_error", nextRestartAt = "next_restart_at"
     case transport, limits, limitsEnforced = "limits_enforced", limitsNote = "limits_note", usage
-    case folderProblem = "folder_problem"
+    case folderProblem = "folder_problem", isolation, isolationNote = "isolation_note", uid
   }
 
   public init(
@@ -106,7 +115,8 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     uptimeSeconds: Double? = nil, restarts: Int = 0, consecutiveFailures: Int = 0, inFlight: Int = 0,
     lastExit: LastExit? = nil, lastError: String? = nil, nextRestartAt: String? = nil,
     transport: String? = nil, limits: JSONValue? = nil, limitsEnforced: String? = nil,
-    limitsNote: String? = nil, usage: ResourceUsage? = nil, folderProblem: String? = nil
+    limitsNote: String? = nil, usage: ResourceUsage? = nil, folderProblem: String? = nil,
+    isolation: String? = nil, isolationNote: String? = nil, uid: Int? = nil
   ) {
     self.id = id
     self.name = name
@@ -134,6 +144,9 @@ public struct PluginInfo: Codable, Sendable, Equatable {
     self.limitsEnforced = limitsEnforced
     self.limitsNote = limitsNote
     self.usage = usage
+    self.isolation = isolation
+    self.isolationNote = isolationNote
+    self.uid = uid
   }
 }
 

@@ -75,13 +75,63 @@ private final class AcceptLoop: Sendable {
     while true {
       let connection = jank_accept_cloexec(fd)
       if connection >= 0 {
-        continuation.yield(connection)
+        if let refusal = HostCheck.refusal(connection) {
+          _ = "jank: \(refusal)\n".withCString { write(2, $0, strlen($0)) }
+          Glibc.close(connection)
+        } else {
+          continuation.yield(connection)
+        }
       } else if errno != EINTR && errno != ECONNABORTED {
         break  // the listener was shut down
       }
     }
     Glibc.close(fd)
     continuation.finish()
+  }
+}
+
+/// Only the plugin's host may call it. A connection is served when the process that made it
+/// (`SO_PEERCRED`) is one of this plugin's ancestors: the supervisor, or a go-plugin host,
+/// also through a wrapper script that did not `exec`. A sibling plugin that reaches the
+/// socket (same uid) is refused.
+enum HostCheck {
+  static func refusal(_ connection: CInt) -> String? {
+    // `struct ucred`'s layout (Glibc hides the type behind _GNU_SOURCE).
+    struct Credentials {
+      var pid: pid_t = 0
+      var uid: uid_t = 0
+      var gid: gid_t = 0
+    }
+    var credentials = Credentials()
+    var length = socklen_t(MemoryLayout<Credentials>.size)
+    guard getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else {
+      return "refused a jank-frame connection: the kernel does not say who made it"
+    }
+    if isAncestor(credentials.pid) { return nil }
+    return "refused a jank-frame connection from process \(credentials.pid) (uid \(credentials.uid)): only this plugin's host may call it"
+  }
+
+  static func isAncestor(_ pid: pid_t) -> Bool {
+    var current = getppid()
+    for _ in 0..<64 {
+      if current == pid { return true }
+      guard current > 1, let parent = parent(of: current) else { return false }
+      current = parent
+    }
+    return false
+  }
+
+  /// The fourth field of /proc/PID/stat, after the command name in parentheses.
+  private static func parent(of pid: pid_t) -> pid_t? {
+    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { Glibc.close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 1024)
+    let n = read(fd, &buffer, buffer.count)
+    guard n > 0, let close = buffer[..<n].lastIndex(of: UInt8(ascii: ")")) else { return nil }
+    let fields = buffer[(close + 1)..<n].split(separator: UInt8(ascii: " "))
+    guard fields.count > 1 else { return nil }
+    return pid_t(String(decoding: fields[1], as: UTF8.self))
   }
 }
 

@@ -112,6 +112,12 @@ final class FileDigests: Sendable {
     let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
+    return digest(ofOpenFile: fd, path: path)
+  }
+
+  /// The same for a file already open (read from its start; `path` keys the cache): what is
+  /// hashed is what that descriptor holds, whatever the path names by now.
+  func digest(ofOpenFile fd: Int32, path: String) -> (Int64, String)? {
     var info = stat()
     guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
     let key = Key(
@@ -121,10 +127,12 @@ final class FileDigests: Sendable {
     if let cached = cache.withLock({ $0[path] }), cached.key == key { return (key.size, cached.digest) }
     var hasher = SHA256()
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var offset: off_t = 0
     while true {
-      let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
       if n < 0, errno == EINTR { continue }
       guard n > 0 else { break }
+      offset += off_t(n)
       hasher.update(data: buffer[0..<n])
     }
     let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()

@@ -121,6 +121,25 @@ public actor Builder {
     return log
   }
 
+  /// The toolchains' own settings, which a build sees beside what a plugin sees.
+  static let toolchainVariables = [
+    "GOPATH", "GOCACHE", "GOROOT", "GOFLAGS", "GOPROXY", "GOMODCACHE", "GO111MODULE", "GOTOOLCHAIN", "CGO_ENABLED",
+    "CC", "CXX", "XDG_CACHE_HOME",
+  ]
+
+  /// A build runs plugin code (a Makefile, a package plugin), so it sees what the plugin sees
+  /// of the supervisor's environment and the toolchain settings, nothing else: never
+  /// JANK_API_TOKEN, NOTIFY_SOCKET, LISTEN_* or a secret in the unit's Environment=.
+  static func environment() -> [String: String] {
+    let inherited = ProcessInfo.processInfo.environment
+    var env: [String: String] = [:]
+    for key in PluginLauncher.passedThrough + toolchainVariables {
+      if let value = inherited[key] { env[key] = value }
+    }
+    env["PATH"] = env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    return env
+  }
+
   /// nil when the timeout stopped the build.
   private func run(_ command: [String], in directory: String, logPath: String, timeout: Duration) async throws -> ExitStatus? {
     guard let program = command.first, let executable = Self.which(program) else {
@@ -129,9 +148,7 @@ public actor Builder {
     var request = SpawnRequest(executable: executable)
     request.arguments = Array(command.dropFirst())
     request.workingDirectory = directory
-    request.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-      !key.hasPrefix("NOTIFY_SOCKET") && !key.hasPrefix("WATCHDOG_") && !key.hasPrefix("LISTEN_")
-    }
+    request.environment = Self.environment()
     request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
     if program == "go" {
       // Offline and predictable: never fetch modules; a folder without go.mod builds in

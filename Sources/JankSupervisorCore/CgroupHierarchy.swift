@@ -178,13 +178,50 @@ private struct Mount {
 }
 
 /// This process's cgroups from /proc/self/cgroup.
+extension CgroupHierarchy {
+  /// Whether process `pid` runs in one of this supervisor's plugin cgroups, or in one a plugin
+  /// made below its own: the control channel refuses those, whatever their uid. Paths are
+  /// compared as /proc shows them (relative to the cgroup root). nil when it cannot be told:
+  /// no cgroups, or the process is gone.
+  public func holdsPlugin(_ pid: pid_t) -> Bool? {
+    guard let peer = Membership.of("\(pid)") else { return nil }
+    let mine = Membership.current()
+    // Strictly below `base`: a process in `base` itself (a shell beside the supervisor) is not.
+    func below(_ path: String, _ base: String) -> Bool {
+      let prefix = base.hasSuffix("/") ? base : base + "/"
+      return path.hasPrefix(prefix) && path.count > prefix.count
+    }
+    switch self {
+    case .v2:
+      // Plugins are siblings of the supervisor's own leaf, `<base>/supervisor`.
+      guard let own = mine.v2, own.hasSuffix("/supervisor"), let theirs = peer.v2 else { return nil }
+      let base = String(own.dropLast("/supervisor".count))
+      return below(theirs, base) && theirs != own && !below(theirs, own)
+    case .v1(let bases):
+      for (controller, base) in bases.sorted(by: { $0.key < $1.key }) {
+        guard let own = mine.v1[controller], let theirs = peer.v1[controller] else { continue }
+        // Plugins are children of `<own>/jank-<pid>-<instance>`.
+        return below(theirs, (own == "/" ? "" : own) + "/" + (base as NSString).lastPathComponent)
+      }
+      return nil
+    case .unavailable:
+      return nil
+    }
+  }
+}
+
 private struct Membership {
   var v2: String?
   var v1: [String: String] = [:]
 
   static func current() -> Membership {
+    of("self") ?? Membership()
+  }
+
+  /// What /proc/PID/cgroup says; nil when the process is gone.
+  static func of(_ process: String) -> Membership? {
     var membership = Membership()
-    let text = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? ""
+    guard let text = try? String(contentsOfFile: "/proc/\(process)/cgroup", encoding: .utf8) else { return nil }
     for line in text.split(separator: "\n") {
       let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
       guard parts.count == 3 else { continue }

@@ -20,16 +20,17 @@ final class FramePluginConnection: PluginConnection {
   /// Connects and confirms the plugin answers a health check as healthy before `deadline`.
   static func connect(
     handshake: HandshakeLine, deadline: ContinuousClock.Instant, maxPayloadLength: Int = Frame.defaultMaxPayloadLength,
-    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectedSocket: CInt? = nil
   ) async throws -> FramePluginConnection {
     guard handshake.network == "unix" else {
+      if let connectedSocket { Glibc.close(connectedSocket) }
       throw ControlError(.unavailable, "jank-frame runs over a Unix socket; the plugin offered \(handshake.network) \(handshake.address)")
     }
     // The socket is made here rather than by NIO so that its descriptor is known: the
     // call handler polls it briefly for an answer that is microseconds away (AdaptiveSpin).
     let fd: CInt
     do {
-      fd = try connectUnixSocket(path: handshake.address)
+      fd = try connectedSocket ?? connectUnixSocket(path: handshake.address)
     } catch {
       throw ControlError(.unavailable, "could not connect to the plugin's jank-frame socket \(handshake.address): \(error)")
     }
@@ -286,26 +287,16 @@ extension Duration {
   }
 }
 
-/// A connected, close-on-exec Unix stream socket. A Unix-socket connect completes at once
-/// (or fails at once), so calling it from async code blocks nothing.
+/// A connected, close-on-exec Unix stream socket. A non-blocking Unix-socket connect
+/// completes or fails at once (EAGAIN when the backlog is full), so it blocks nothing.
 private func connectUnixSocket(path: String) throws -> CInt {
-  let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+  // Non-blocking: a peer that never accepts must not hold this thread once its backlog is full.
+  let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0)
   guard fd >= 0 else { throw ControlError(.unavailable, "socket() failed: errno \(errno)") }
-  var address = sockaddr_un()
-  address.sun_family = sa_family_t(AF_UNIX)
-  let bytes = Array(path.utf8)
-  guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+  let code = UnixSocketAddress.connect(fd, path: path)
+  guard code == 0 else {
     close(fd)
-    throw ControlError(.unavailable, "the socket path is longer than 107 bytes")
-  }
-  withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes + [0]) }
-  let rc = withUnsafePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-  }
-  guard rc == 0 else {
-    let code = errno
-    close(fd)
-    throw ControlError(.unavailable, String(cString: strerror(code)))
+    throw ControlError(.unavailable, code == ENAMETOOLONG ? "the socket path is longer than \(UnixSocketAddress.maximumPathLength) bytes" : String(cString: strerror(code)))
   }
   return fd
 }

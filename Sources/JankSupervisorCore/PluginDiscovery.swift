@@ -23,11 +23,13 @@ public struct DiscoveredPlugin: Sendable {
 
 /// Finds `plugins/*/plugin.json` and classifies each folder (design §5).
 public enum PluginDiscovery {
-  public static func scan(pluginsDirectory: String) -> [DiscoveredPlugin] {
+  /// Every plugin folder but those in `skipping` (full paths), which are not read at all.
+  public static func scan(pluginsDirectory: String, skipping: Set<String> = []) -> [DiscoveredPlugin] {
     guard let names = try? FileManager.default.contentsOfDirectory(atPath: pluginsDirectory) else { return [] }
     var found = names.sorted().compactMap { name -> DiscoveredPlugin? in
       guard !name.hasPrefix(".") else { return nil }
       let directory = pluginsDirectory + "/" + name
+      guard !skipping.contains(directory) else { return nil }
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
       return inspect(directory: directory)

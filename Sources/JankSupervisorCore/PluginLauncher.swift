@@ -28,7 +28,7 @@ struct LaunchFailure: Error, CustomStringConvertible {
 /// Spawns a plugin with the go-plugin environment, reads its handshake within the start
 /// timeout and connects to it. Replaceable by a launcher that applies limits.
 protocol PluginLaunching: Sendable {
-  func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin
+  func launch(manifest: PluginManifest, directory: String, socketDirectory: String, identity: PluginIdentity?, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin
 }
 
 struct PluginLauncher: PluginLaunching {
@@ -38,12 +38,15 @@ struct PluginLauncher: PluginLaunching {
 
   /// Variables never passed to plugins: they belong to the supervisor's own service manager.
   static let privateVariablePrefixes = ["NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_", "JANK_API_TOKEN"]
+  /// All a plugin sees of the supervisor's environment; anything else there (a token, a
+  /// database password in the unit's Environment=) stays the supervisor's.
+  /// JANK_FRAME_SPIN_US=0 turns the jank-frame busy-poll off in plugins too (docs/jank-frame.md).
+  static let passedThrough = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "JANK_FRAME_SPIN_US"]
 
   static func environment(for manifest: PluginManifest, socketDirectory: String) -> [String: String] {
     let inherited = ProcessInfo.processInfo.environment
     var env: [String: String] = [:]
-    // JANK_FRAME_SPIN_US=0 turns the jank-frame busy-poll off in plugins too (docs/jank-frame.md).
-    for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "JANK_FRAME_SPIN_US"] {
+    for key in passedThrough {
       if let value = inherited[key] { env[key] = value }
     }
     env["PATH"] = env["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
@@ -83,8 +86,20 @@ struct PluginLauncher: PluginLaunching {
     return ioctl(fd, UInt(FIONREAD), &unread) == 0 ? unread : 0
   }
 
-  func launch(manifest: PluginManifest, directory: String, socketDirectory: String, log: PluginLog) async throws(LaunchFailure) -> LaunchedPlugin {
-    var request = SpawnRequest(executable: directory + "/" + manifest.binary)
+  func launch(
+    manifest: PluginManifest, directory: String, socketDirectory: String, identity: PluginIdentity?, log: PluginLog
+  ) async throws(LaunchFailure) -> LaunchedPlugin {
+    let executable = directory + "/" + manifest.binary
+    // Opened once: the digest is checked on, and the child runs, this very file.
+    let binary = open(executable, O_RDONLY | O_CLOEXEC)
+    guard binary >= 0 else {
+      throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "could not start \(executable): open failed: \(String(cString: strerror(errno)))")
+    }
+    defer { close(binary) }
+    try await Self.checkDigest(manifest: manifest, binary: binary, path: executable)
+    var request = SpawnRequest(executable: executable)
+    request.executableFD = binary
+    request.identity = identity.map { ($0.uid, $0.gid) }
     request.workingDirectory = directory
     request.environment = Self.environment(for: manifest, socketDirectory: socketDirectory)
     request.rlimits = manifest.resourceLimits.rlimits
@@ -111,7 +126,11 @@ struct PluginLauncher: PluginLaunching {
       process = try await ProcessSpawner.spawn(request)
     } catch {
       cgroup?.remove()
-      throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: "\(error)")
+      var message = "\(error)"
+      if let identity, let spawn = error as? SpawnError, spawn.errno == EACCES {
+        message += "; the plugin runs as uid \(identity.uid), which may not run it: make it readable and executable by others (chmod o+rx)"
+      }
+      throw LaunchFailure(reason: .handshakeFailed, exit: nil, message: message)
     }
 
     // The plugin's clock starts once it exists. Forks are made one at a time, and with many
@@ -196,17 +215,27 @@ struct PluginLauncher: PluginLaunching {
       } catch {
         throw await fail(.handshakeFailed, "\(error)")
       }
+      // The address is plugin output: it must be this plugin's own socket, not a sibling's.
+      let verifiedSocket: CInt?
+      do {
+        verifiedSocket = try await HandshakePeer.verify(handshake, socketDirectory: socketDirectory, plugin: process.pid, identity: identity, deadline: deadline)
+      } catch {
+        if Task.isCancelled { throw await fail(.stopped, Self.cancelledMessage) }
+        throw await fail(error.timedOut ? .startTimeout : .handshakeFailed, "\(error)")
+      }
       // Connecting may take until the deadline (a plugin that never answers its health
       // check); it runs in a task of its own so that a cancelled launch does not wait for it.
       let connected = OneShot<Result<any PluginConnection, any Error>>()
       let connecting = Task { [eventLoopGroup] in
         do {
-          let connection: any PluginConnection =
-            if handshake.protocol == Frame.protocolName {
-              try await FramePluginConnection.connect(handshake: handshake, deadline: deadline, group: eventLoopGroup)
-            } else {
-              try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
-            }
+          let connection: any PluginConnection
+          if handshake.protocol == Frame.protocolName {
+            connection = try await FramePluginConnection.connect(handshake: handshake, deadline: deadline, group: eventLoopGroup, connectedSocket: verifiedSocket)
+          } else {
+            // gRPC makes connections of its own; the one that proved the peer is closed.
+            if let verifiedSocket { close(verifiedSocket) }
+            connection = try await GRPCPluginConnection.connect(handshake: handshake, deadline: deadline)
+          }
           connected.deliver(.success(connection))
         } catch {
           connected.deliver(.failure(error))
@@ -236,6 +265,18 @@ struct PluginLauncher: PluginLaunching {
 }
 
 extension PluginLauncher {
+  /// plugin.json's `sha256` is checked before every exec (start, restart, hot swap), from the
+  /// digest cache when the file's identity, size and times are unchanged.
+  static func checkDigest(manifest: PluginManifest, binary: Int32, path: String) async throws(LaunchFailure) {
+    guard let expected = manifest.sha256?.lowercased() else { return }
+    let actual = await BlockingIO.run { FileDigests.shared.digest(ofOpenFile: binary, path: path)?.1 }
+    guard actual != expected else { return }
+    throw LaunchFailure(
+      reason: .digestMismatch, exit: nil,
+      message: "the binary \(manifest.binary) \(actual.map { "has SHA-256 \($0)" } ?? "cannot be read as a regular file"), but plugin.json's sha256 is \(expected), so it was not started: "
+        + "the binary changed since the digest was written. If this binary is the one you trust, put its digest (`sha256sum \(manifest.binary)`) in plugin.json, then `jankctl start` the plugin")
+  }
+
   /// The plugin's last five log lines for an error, at most 200 characters each: the error
   /// is shown by every `list`, `get` and API call.
   static func quotedTail(_ log: PluginLog) -> String {

@@ -40,7 +40,7 @@ extension PluginRunner {
     guard let old = current, starting == nil, !stopping else { return await start() }
     let launched: LaunchedPlugin
     do {
-      launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
+      launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, identity: identity, log: log)
     } catch {
       lastError = "the new binary did not start, the old one keeps serving: \(error.message)"
       throw ControlError(.pluginError, lastError!, details: ["last_exit_reason": .string(error.reason.rawValue)])

@@ -13,6 +13,9 @@ actor PluginRunner {
   let log: PluginLog
   let manifest: PluginManifest
   let socketDirectory: String
+  /// The uid it runs as, or nil (then `isolationNote` says why).
+  let identity: PluginIdentity?
+  let isolationNote: String?
   let launcher: any PluginLaunching
   let builder: Builder
   private let metrics: SupervisorMetrics
@@ -85,11 +88,13 @@ actor PluginRunner {
   }
 
   init(
-    manifest: PluginManifest, directory: String, socketDirectory: String,
+    manifest: PluginManifest, directory: String, socketDirectory: String, identity: PluginIdentity? = nil, isolationNote: String? = nil,
     launcher: any PluginLaunching, builder: Builder, metrics: SupervisorMetrics, logger: Logger,
     onStatusChange: @escaping @Sendable () -> Void = {}
   ) {
     self.id = manifest.id
+    self.identity = identity
+    self.isolationNote = identity == nil ? isolationNote : nil
     self.manifest = manifest
     self.directory = directory
     self.socketDirectory = socketDirectory
@@ -116,7 +121,8 @@ actor PluginRunner {
       limitsEnforced: current.map { $0.cgroup.map { "cgroup-v\($0.version)" } ?? "rlimit-only" },
       limitsNote: current?.cgroup == nil ? current?.limitsNote : nil,
       usage: current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) },
-      folderProblem: PluginFolderWalk.problem(in: directory))
+      folderProblem: PluginFolderWalk.problem(in: directory),
+      isolation: identity == nil ? "none" : "uid", isolationNote: isolationNote, uid: identity.map { Int($0.uid) })
   }
 
   // MARK: start
@@ -185,12 +191,18 @@ actor PluginRunner {
     }
     let launched: LaunchedPlugin
     do {
-      launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, log: log)
+      launched = try await launcher.launch(manifest: manifest, directory: directory, socketDirectory: socketDirectory, identity: identity, log: log)
     } catch {
       removeSocketDirectory()
       lastExit = LastExit(reason: error.reason, exit: error.exit)
       // A stop or restart cancelled this start: not a failure, the restart policy stays out of it.
       guard error.reason != .stopped, !Task.isCancelled else { return }
+      // A binary that is not the one plugin.json names stays unstarted until an operator acts:
+      // restarting cannot make its digest right.
+      if error.reason == .digestMismatch {
+        fail("start failed: \(error.message)")
+        return
+      }
       ended(reason: error.reason, code: error.exit?.code, uptime: nil, message: "start failed: \(error.message)")
       return
     }
@@ -368,6 +380,13 @@ actor PluginRunner {
   private func prepareSocketDirectory() throws {
     removeSocketDirectory()
     try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    guard let identity else { return }
+    // The plugin's own, and the supervisor's group's: set-group-ID, so that the socket the
+    // plugin makes (umask 007) is the group's too, and a supervisor that is not root can
+    // connect. Nobody else gets in.
+    guard chown(socketDirectory, identity.uid, getegid()) == 0, chmod(socketDirectory, 0o2770) == 0 else {
+      throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EPERM)
+    }
   }
 
   func removeSocketDirectory() {

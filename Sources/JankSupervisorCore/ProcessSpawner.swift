@@ -12,6 +12,15 @@ public struct SpawnRequest: Sendable {
   public var newProcessGroup = true
   /// The child gets SIGKILL when the supervisor dies.
   public var parentDeathSignal: Int32 = SIGKILL
+  /// PR_SET_NO_NEW_PRIVS: a setuid program (sudo, su) or a file capability run by the child
+  /// gains nothing. Plugins and builds are untrusted code.
+  public var noNewPrivileges = true
+  /// The uid and gid the child runs as (none: the supervisor's own).
+  public var identity: (uid: uid_t, gid: gid_t)?
+  /// The executable, already open (close-on-exec; the caller closes it): the child runs
+  /// this very file with execveat, whatever `executable` names by then, and needs no
+  /// search permission on the folders above it. `executable` is still argv[0].
+  public var executableFD: Int32?
   public var rlimits: [(resource: Int32, soft: UInt64, hard: UInt64)] = []
   /// Open `cgroup.procs` files the child writes itself into before exec (the caller closes).
   public var cgroupProcsFDs: [Int32] = []
@@ -86,6 +95,13 @@ public enum ProcessSpawner {
           spawn.stderr_fd = errPipe[1]
           spawn.new_process_group = request.newProcessGroup ? 1 : 0
           spawn.parent_death_signal = request.parentDeathSignal
+          spawn.no_new_privileges = request.noNewPrivileges ? 1 : 0
+          spawn.exec_fd = request.executableFD ?? -1
+          if let identity = request.identity {
+            spawn.change_identity = 1
+            spawn.uid = identity.uid
+            spawn.gid = identity.gid
+          }
           spawn.rlimits = limitBuffer.baseAddress
           spawn.rlimit_count = Int32(limitBuffer.count)
           spawn.cgroup_procs_fds = cgroupBuffer.baseAddress

@@ -16,6 +16,10 @@ final class SourceWatcher: Sendable {
     var idsByWatch: [Int32: String] = [:]
     var watchesByID: [String: [Int32]] = [:]
     var pending: [String: ContinuousClock.Instant] = [:]
+    /// The newest `watch` per id: an older walk that ends later, or one that ends after
+    /// `unwatch`, is not applied.
+    var newestWatch: [String: UInt64] = [:]
+    var watchesStarted: UInt64 = 0
     var closed = false
     /// The reader closed both descriptors; their numbers may belong to anyone now.
     var released = false
@@ -46,15 +50,23 @@ final class SourceWatcher: Sendable {
 
   /// Watches every folder of the plugin but its build output. Called again to pick up new
   /// folders: watches that stay are kept (inotify returns the same descriptor for a folder
-  /// already watched), so no event is lost while the list is renewed.
-  func watch(id: String, directory: String) {
-    var watches: [Int32] = []
+  /// already watched), so no event is lost while the list is renewed. The walk (up to
+  /// 10 000 folders) runs on `BlockingIO`, not on the caller's actor.
+  func watch(id: String, directory: String) async {
+    let ticket = state.withLock { state in
+      state.watchesStarted += 1
+      state.newestWatch[id] = state.watchesStarted
+      return state.watchesStarted
+    }
+    let folders = await BlockingIO.run {
+      PluginFolderWalk(directory: directory, ignoredFolders: BuildFingerprint.ignoredFolders).folders
+    }
     // Never through a link: a watch on a link's target would report another folder's changes.
     let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)
-    let folders = PluginFolderWalk(directory: directory, ignoredFolders: BuildFingerprint.ignoredFolders).folders
     // Under the lock: the reader closes the descriptor under it too, once closed is set.
     state.withLock { state in
-      guard !state.closed else { return }
+      guard !state.closed, state.newestWatch[id] == ticket else { return }
+      var watches: [Int32] = []
       for folder in folders {
         let wd = inotify_add_watch(fd, folder.isEmpty ? directory : directory + "/" + folder, mask)
         if wd >= 0 { watches.append(wd) }
@@ -82,6 +94,7 @@ final class SourceWatcher: Sendable {
   func unwatch(id: String) {
     state.withLock { state in
       let watches = state.watchesByID.removeValue(forKey: id) ?? []
+      state.newestWatch[id] = nil
       for wd in watches { state.idsByWatch[wd] = nil }
       state.pending[id] = nil
       if !state.closed { for wd in watches { inotify_rm_watch(fd, wd) } }

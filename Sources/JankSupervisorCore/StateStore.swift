@@ -9,6 +9,8 @@ public struct PersistedRegistration: Codable, Sendable, Equatable {
   public var id: String
   public var directory: String
   public var running: Bool
+  /// The uid the plugin runs as (uid isolation), kept so that it stays the plugin's own.
+  public var uid: UInt32? = nil
 }
 
 /// `<state-dir>/state.json`, written atomically (temp file, fsync, rename, fsync of the

@@ -4,6 +4,13 @@ extension Supervisor {
   /// The control methods this supervisor serves.
   public nonisolated func makeRouter() -> ControlRouter {
     var router = ControlRouter()
+    router.peerRefusal = { [cgroups, isolation] pid, uid in
+      if case .uid(let range) = isolation, range.contains(uid) {
+        return "permission denied: uid \(uid) is a plugin's, and plugins may not use the supervisor's control channel"
+      }
+      guard cgroups.holdsPlugin(pid) == true else { return nil }
+      return "permission denied: process \(pid) runs in a plugin's cgroup, and plugins may not use the supervisor's control channel"
+    }
     router.register(ControlMethods.list) { await self.list(status: $0.status) }
     router.register(ControlMethods.get) { try await self.get(id: $0.id) }
     router.register(ControlMethods.register) { try await self.register(id: $0.id, rebuild: $0.rebuild ?? false) }

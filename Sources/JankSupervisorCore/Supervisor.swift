@@ -18,6 +18,8 @@ public struct SupervisorConfiguration: Sendable {
   public var maxParallelBuilds = 1
   /// Where cgroup filesystems are mounted; a missing path means no cgroups (rlimits only).
   public var cgroupRoot = "/sys/fs/cgroup"
+  /// The uids plugins run as, one each, when the supervisor may change uid (nil: never).
+  public var pluginUIDRange: ClosedRange<UInt32>? = IsolationMode.defaultRange
   /// The event loops that carry jank-frame connections to plugins. A caller that runs on one
   /// of them (task executor preference) sends and receives without a thread hop.
   public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -46,6 +48,9 @@ public actor Supervisor {
   private let launcher: any PluginLaunching
   /// Where each plugin's cgroup goes, found once at start.
   public let cgroups: CgroupHierarchy
+  /// Whether each plugin gets a uid of its own, found once at start.
+  public let isolation: IsolationMode
+  private let uids: PluginUIDs?
   private var runners: [String: PluginRunner] = [:] {
     didSet { runnerIndex.withLock { $0 = runners } }
   }
@@ -55,8 +60,7 @@ public actor Supervisor {
   /// The operator's intent per registered plugin (what `plugin.start` / `plugin.stop` said).
   private var desiredRunning: [String: Bool] = [:]
   private var socketDirectories: SocketDirectories
-  private var lastScan: (at: ContinuousClock.Instant, plugins: [DiscoveredPlugin])?
-  private var scanInFlight: Task<[DiscoveredPlugin], Never>?
+  private let scanner: PluginScanner
   /// Rebuilds and hot-swaps plugins whose sources change; made on the first buildable
   /// registration.
   private var sourceWatcher: SourceWatcher?
@@ -68,7 +72,7 @@ public actor Supervisor {
 
   public init(configuration: SupervisorConfiguration, logger: Logger) {
     self.configuration = configuration
-    self.socketDirectories = SocketDirectories(stateDirectory: configuration.stateDirectory)
+    self.scanner = PluginScanner(pluginsDirectory: configuration.pluginsDirectory)
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     (statusChanges, statusChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -76,6 +80,16 @@ public actor Supervisor {
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
     self.launcher = PluginLauncher(cgroups: cgroups, eventLoopGroup: configuration.eventLoopGroup)
+    isolation = IsolationMode.detect(range: configuration.pluginUIDRange)
+    socketDirectories = SocketDirectories(stateDirectory: configuration.stateDirectory, traversable: isolation.name == "uid")
+    switch isolation {
+    case .uid(let range):
+      uids = PluginUIDs(range: range)
+      logger.info("each plugin runs as a uid of its own", metadata: ["range": "\(range.lowerBound)-\(range.upperBound)"])
+    case .none(let reason):
+      uids = nil
+      logger.warning("plugins run as the supervisor's user", metadata: ["reason": "\(reason)"])
+    }
     switch cgroups {
     case .unavailable(let reason):
       logger.warning("plugins run with rlimits only (no cgroups)", metadata: ["reason": "\(reason)"])
@@ -88,26 +102,7 @@ public actor Supervisor {
 
   /// A scan of the plugins folder, made off the actor (it reads and hashes sources).
   public nonisolated func discover() async -> [DiscoveredPlugin] {
-    let directory = configuration.pluginsDirectory
-    return await BlockingIO.run { PluginDiscovery.scan(pluginsDirectory: directory) }
-  }
-
-  /// A fresh scan that callers arriving meanwhile share: a registration burst (a thousand
-  /// plugins at start) makes one scan, not a thousand.
-  private func freshScan() async -> [DiscoveredPlugin] {
-    if let scanInFlight { return await scanInFlight.value }
-    let task = Task { await self.discover() }
-    scanInFlight = task
-    let plugins = await task.value
-    if scanInFlight == task { scanInFlight = nil }
-    lastScan = (ContinuousClock.now, plugins)
-    return plugins
-  }
-
-  /// The scan of the last second, or a new one.
-  private func recentScan() async -> [DiscoveredPlugin] {
-    if let lastScan, ContinuousClock.now - lastScan.at < .seconds(1) { return lastScan.plugins }
-    return await freshScan()
+    await scanner.scan()
   }
 
   /// Restores the registrations saved by an earlier run and starts those the operator
@@ -122,8 +117,15 @@ public actor Supervisor {
         logger.error("a registered plugin is gone or invalid; dropping its registration", metadata: ["plugin_id": "\(entry.id)"])
         continue
       }
-      let runner = makeRunner(manifest: manifest, directory: plugin.directory)
+      let runner: PluginRunner
+      do {
+        runner = try makeRunner(manifest: manifest, directory: plugin.directory, recordedUID: entry.uid)
+      } catch {
+        logger.error("a registered plugin cannot be restored; dropping its registration", metadata: ["plugin_id": "\(entry.id)", "error": "\(error)"])
+        continue
+      }
       runners[entry.id] = runner
+      await watchSources(of: runner)
       desiredRunning[entry.id] = entry.running
       if entry.running { toStart.append(runner) }
     }
@@ -164,7 +166,8 @@ public actor Supervisor {
   public func list(status: PluginStatus? = nil) async -> PluginList {
     var registered: [PluginInfo] = []
     for runner in runners.values { registered.append(await runner.info) }
-    let unregistered = await discover().filter { plugin in
+    // Registered plugins are described by their runners; only the other folders are read.
+    let unregistered = await scanner.scan(skipping: Set(runners.values.map(\.directory))).filter { plugin in
       guard let id = plugin.manifest?.id else { return true }
       return runners[id] == nil
     }.map(\.info)
@@ -186,9 +189,9 @@ public actor Supervisor {
     }
     // A registration burst (a thousand plugins at start) shares one scan of the folder; a
     // plugin missing or unusable in it is looked for again in a fresh scan.
-    var found = await recentScan()
+    var found = await scanner.recent()
     if found.first(where: { $0.manifest?.id == id && $0.status != .incomplete }) == nil {
-      found = await freshScan()
+      found = await scanner.fresh()
     }
     // The scan ran off the actor: another register of this id may have won meanwhile.
     if let existing = runners[id] {
@@ -211,7 +214,10 @@ public actor Supervisor {
       }
       try? FileManager.default.removeItem(atPath: BuildFingerprint.recordPath(manifest: manifest, directory: plugin.directory))
     }
-    runners[id] = makeRunner(manifest: manifest, directory: plugin.directory)
+    let runner = try makeRunner(manifest: manifest, directory: plugin.directory)
+    runners[id] = runner
+    // Watched before it starts: a change saved right after the registration is seen.
+    await watchSources(of: runner)
     return try await record(id, running: true).start()
   }
 
@@ -222,6 +228,9 @@ public actor Supervisor {
     sourceWatcher?.unwatch(id: id)
     await persist()
     _ = await runner.stop()
+    // Only once its processes are gone: a uid given to another plugin meanwhile would let
+    // that plugin signal what is left of this one.
+    if runners[id] == nil { uids?.release(id: id) }
     return UnregisterResult(id: id)
   }
 
@@ -357,7 +366,7 @@ public actor Supervisor {
   /// and its sources really hash differently; a stopped plugin is rebuilt at its next start.
   func sourcesChanged(id: String) async {
     guard let runner = runners[id] else { return }
-    sourceWatcher?.watch(id: id, directory: runner.directory)  // folders may have been added
+    await sourceWatcher?.watch(id: id, directory: runner.directory)  // folders may have been added
     let (manifest, directory) = (runner.manifest, runner.directory)
     guard await BlockingIO.run({ BuildFingerprint.needsBuild(manifest: manifest, directory: directory) }) else { return }
     guard await runner.info.pid != nil else { return }
@@ -369,7 +378,7 @@ public actor Supervisor {
     }
   }
 
-  private func watchSources(of runner: PluginRunner) {
+  private func watchSources(of runner: PluginRunner) async {
     guard BuildPlan.plan(for: runner.manifest, directory: runner.directory) != nil else { return }
     if sourceWatcher == nil {
       let (changes, continuation) = AsyncStream.makeStream(of: String.self)
@@ -378,23 +387,35 @@ public actor Supervisor {
         for await id in changes { await self?.sourcesChanged(id: id) }
       }
     }
-    sourceWatcher?.watch(id: runner.id, directory: runner.directory)
+    await sourceWatcher?.watch(id: runner.id, directory: runner.directory)
   }
 
-  private func makeRunner(manifest: PluginManifest, directory: String) -> PluginRunner {
-    let runner = PluginRunner(
-      manifest: manifest, directory: directory, socketDirectory: socketDirectories.next(),
+  private func makeRunner(manifest: PluginManifest, directory: String, recordedUID: UInt32? = nil) throws -> PluginRunner {
+    var identity: PluginIdentity?
+    var note: String?
+    switch isolation {
+    case .uid(let range):
+      guard let uid = uids?.assign(id: manifest.id, recorded: recordedUID) else {
+        throw ControlError(
+          .unavailable,
+          "every uid of --plugin-uid-range \(range.lowerBound)-\(range.upperBound) is taken by a registered plugin or an account; unregister a plugin or give a wider range",
+          details: ["id": .string(manifest.id)])
+      }
+      identity = PluginIdentity(uid: uid)
+    case .none(let reason):
+      note = reason
+    }
+    return PluginRunner(
+      manifest: manifest, directory: directory, socketDirectory: socketDirectories.next(), identity: identity, isolationNote: note,
       launcher: launcher, builder: builder, metrics: metrics, logger: logger,
       onStatusChange: { [statusChanged] in statusChanged.yield() })
-    watchSources(of: runner)
-    return runner
   }
 
   /// Saves registrations and the operator's intent. Supervisor shutdown does not call this,
   /// so plugins stopped by a shutdown start again with the next supervisor.
   private func persist() async {
     let entries = runners.map { id, runner in
-      PersistedRegistration(id: id, directory: runner.directory, running: desiredRunning[id] ?? true)
+      PersistedRegistration(id: id, directory: runner.directory, running: desiredRunning[id] ?? true, uid: runner.identity?.uid)
     }
     do {
       try await store.save(entries)

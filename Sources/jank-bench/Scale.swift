@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Glibc
 import JankControl
@@ -45,9 +46,50 @@ enum Scale {
     print(String(
       format: "scale %5d plugins: all ready in %.2f s (%d failed), supervisor RSS %.0f MB, idle CPU %.2f %% over %d s, one execute on each in %.2f s (%d failed)",
       count, ready.seconds, failed, rss, idleCPU, idleSeconds, executes.seconds, executeFailures))
+    try await listFigures(count: count, workspace: workspace)
     await withTaskGroup(of: Void.self) { group in
       for id in ids { group.addTask { _ = try? await supervisor.unregister(id: id) } }
     }
+  }
+
+  /// `plugin.list` as `jankctl list` makes it (over the control socket), with the `count`
+  /// plugins registered and `count` more folders beside them that are not: each of those has
+  /// a build and a 1 MiB source, so every list fingerprints them all. The first list hashes
+  /// the sources; the later ones must answer from the digest cache whatever the sources weigh.
+  static func listFigures(count: Int, workspace: BenchWorkspace) async throws {
+    let client = try await ControlClient.connect(path: workspace.socket)
+    let clock = ContinuousClock()
+    func list(unregistered: Int) async throws -> Duration {
+      let begin = clock.now
+      let answer = try await client.call(ControlMethods.list, ListParams(), timeout: .seconds(120))
+      guard answer.registered.count >= count, answer.unregistered.count >= unregistered else {
+        throw ValidationError("list showed \(answer.registered.count) registered and \(answer.unregistered.count) unregistered plugins, not \(count) and \(unregistered)")
+      }
+      return clock.now - begin
+    }
+    let registeredOnly = try await Measure.median(5) { try await list(unregistered: 0) }
+    let folders = try (0..<count).map { i -> String in
+      let dir = workspace.plugins + "/unregistered\(count)-\(i)"
+      try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
+      try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+      // A binary without a build record: every scan hashes the sources to compare them.
+      try "#!/bin/sh\n".write(toFile: dir + "/bin/run", atomically: true, encoding: .utf8)
+      chmod(dir + "/bin/run", 0o755)
+      try #"{"id":"dev.bench.unregistered\#(count)-\#(i)","name":"u","version":"1.0.0","type":"handler","binary":"bin/run","build":{"command":["true"]}}"#
+        .write(toFile: dir + "/plugin.json", atomically: true, encoding: .utf8)
+      // Sparse: a thousand of them cost no disk, and hashing reads every byte all the same.
+      let fd = open(dir + "/src/data.bin", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+      guard fd >= 0, ftruncate(fd, 1 << 20) == 0 else { throw ValidationError("cannot create \(dir)/src/data.bin") }
+      close(fd)
+      return dir
+    }
+    defer { for dir in folders { try? FileManager.default.removeItem(atPath: dir) } }
+    let first = try await list(unregistered: count)
+    let later = try await Measure.median(5) { try await list(unregistered: count) }
+    await client.close()
+    print(String(
+      format: "scale %5d plugins: list over the control socket, median of 5: %.1f ms registered only; with %d more folders (a build and 1 MiB of sources each, not registered): first %.1f ms, then %.1f ms",
+      count, (registeredOnly ?? .zero).seconds * 1000, count, first.seconds * 1000, (later ?? .zero).seconds * 1000))
   }
 
   static func residentMegabytes() -> Double {

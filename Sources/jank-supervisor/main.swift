@@ -27,6 +27,11 @@ struct JankSupervisorCommand: AsyncParsableCommand {
   @Option(name: .long, help: "How many plugin builds may run at once (env JANK_MAX_PARALLEL_BUILDS; default 1).")
   var maxParallelBuilds: Int?
 
+  @Option(
+    name: .long,
+    help: "The uids plugins run as, one each, when the supervisor may change uid: LOW-HIGH, or off (env JANK_PLUGIN_UID_RANGE; default 61184-65519).")
+  var pluginUidRange: String?
+
   @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error (env JANK_LOG_LEVEL).")
   var logLevel: String?
 
@@ -57,6 +62,10 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     guard parallelBuilds >= 1 else {
       throw ValidationError("at least one build must be allowed at a time (--max-parallel-builds or JANK_MAX_PARALLEL_BUILDS is \(parallelBuilds))")
     }
+    let uidRangeText = pluginUidRange ?? env["JANK_PLUGIN_UID_RANGE"] ?? "\(IsolationMode.defaultRange.lowerBound)-\(IsolationMode.defaultRange.upperBound)"
+    guard let uidRange = IsolationMode.parseRange(uidRangeText) else {
+      throw ValidationError("plugin uid range '\(uidRangeText)' (--plugin-uid-range or JANK_PLUGIN_UID_RANGE) is not LOW-HIGH with 1000 <= LOW <= HIGH (e.g. 61184-65519), or off")
+    }
     LoggingSystem.bootstrap { label in
       var handler = StreamLogHandler.standardError(label: label)
       handler.logLevel = level
@@ -67,6 +76,7 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     var configuration = SupervisorConfiguration(pluginsDirectory: pluginsDirectory, stateDirectory: stateDirectory, socketPath: socketPath)
     configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
     configuration.maxParallelBuilds = parallelBuilds
+    configuration.pluginUIDRange = uidRange
     // Thousands of control connections and plugins' pipes; children get the old limit back.
     OpenFilesLimit.raiseToHardLimit()
     let supervisor = Supervisor(configuration: configuration, logger: logger)

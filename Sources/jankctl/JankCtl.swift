@@ -166,6 +166,10 @@ enum Output {
     }
     if let error = info.lastError { lines.append("last error:  \(error)") }
     if let problem = info.folderProblem { lines.append("folder:      \(problem)") }
+    if let isolation = info.isolation {
+      lines.append("isolation:   \(isolation)\(info.uid.map { " (uid \($0))" } ?? "")\(info.isolationNote.map { ": \($0)" } ?? "")")
+    }
+    if let limits = info.limitsEnforced { lines.append("limits:      \(limits)\(info.limitsNote.map { ": \($0)" } ?? "")") }
     return lines.joined(separator: "\n")
   }
 }

@@ -22,7 +22,10 @@ import Testing
     let workspace = try Workspace()
     var registered: [String] = []
     for (i, policy) in Self.policies.enumerated() {
-      let dir = workspace.plugins + "/chaos\(i)"
+      // The start counter's folder: the plugin's own folder is not writable by its uid.
+      let dir = workspace.root + "/chaos\(i)-starts"
+      try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      chmod(dir, 0o777)
       // Every (7+i)th start of this plugin prints garbage instead of its handshake.
       let script = "FAULT_STATE_DIR='\(dir)' FAULT_BAD_HANDSHAKE_ON_START=\(7 + i) exec '\(Binaries.faultPlugin)'"
       let extra = #","restart":{"policy":"\#(policy)","initial_delay_ms":10,"max_delay_ms":100,"max_restarts":100000,"window_s":1}"#

@@ -22,7 +22,8 @@ import Testing
     Case(name: "wrong-core", script: "echo '2|1|unix|/tmp/x.sock|grpc|'; sleep 30", reason: .handshakeFailed, message: "core protocol version is '2'"),
     Case(name: "wrong-app", script: "echo '1|7|unix|/tmp/x.sock|grpc|'; sleep 30", reason: .handshakeFailed, message: "app protocol version is '7'"),
     Case(name: "netrpc", script: "echo '1|1|unix|/tmp/x.sock|netrpc|'; sleep 30", reason: .handshakeFailed, message: "protocol 'netrpc'"),
-    Case(name: "no-server", script: "echo '1|1|unix|/tmp/jank-nothing-here.sock|grpc|'; sleep 30", reason: .startTimeout, message: "did not report healthy"),
+    Case(name: "no-server", script: "echo \"1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/nothing-here.sock|grpc|\"; sleep 30", reason: .startTimeout, message: "nothing listens"),
+    Case(name: "outside-folder", script: "echo '1|1|unix|/tmp/jank-nothing-here.sock|grpc|'; sleep 30", reason: .handshakeFailed, message: "not in the folder assigned"),
     Case(name: "flood", script: "head -c 3000000 /dev/zero | tr '\\\\0' 'x'; echo; sleep 30", reason: .handshakeFailed, message: "invalid handshake line"),
   ]
 

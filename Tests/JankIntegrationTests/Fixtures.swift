@@ -26,10 +26,47 @@ enum Binaries {
     return dir
   }()
 
-  static var helloWorld: String { directory + "/hello-world" }
-  static var faultPlugin: String { directory + "/fault-plugin" }
+  /// Where plugins find the binaries they run. Plugins run as uids of their own (uid
+  /// isolation), which cannot reach a build folder below a private one (a clone in a 0700
+  /// temporary folder, as CI and test-repeat.sh make): then hard links (or copies) in a
+  /// folder of /tmp that every user may read, named after the binaries' identities.
+  static let forPlugins: String = {
+    guard !reachableByEveryone(directory) else { return directory }
+    let names = ["hello-world", "fault-plugin", "jankctl"]
+    var identity = ""
+    for name in names {
+      var info = stat()
+      stat(directory + "/" + name, &info)
+      identity += "-\(info.st_ino)x\(info.st_mtim.tv_sec)"
+    }
+    let shared = "/tmp/jank-test-bin" + identity
+    if !FileManager.default.fileExists(atPath: shared + "/" + names.last!) {
+      let staging = shared + ".\(getpid())"
+      try? FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+      for name in names where link(directory + "/" + name, staging + "/" + name) != 0 {
+        try? FileManager.default.copyItem(atPath: directory + "/" + name, toPath: staging + "/" + name)
+      }
+      chmod(staging, 0o755)
+      if rename(staging, shared) != 0 { try? FileManager.default.removeItem(atPath: staging) }
+    }
+    return shared
+  }()
+
+  /// Every folder from / down to `path` lets others search it.
+  private static func reachableByEveryone(_ path: String) -> Bool {
+    var current = path
+    while !current.isEmpty, current != "/" {
+      var info = stat()
+      guard stat(current, &info) == 0, info.st_mode & 0o001 != 0 else { return false }
+      current = (current as NSString).deletingLastPathComponent
+    }
+    return true
+  }
+
+  static var helloWorld: String { forPlugins + "/hello-world" }
+  static var faultPlugin: String { forPlugins + "/fault-plugin" }
   static var supervisor: String { directory + "/jank-supervisor" }
-  static var jankctl: String { directory + "/jankctl" }
+  static var jankctl: String { forPlugins + "/jankctl" }
   static var api: String { directory + "/jank-api" }
 }
 
@@ -44,6 +81,8 @@ final class Workspace: @unchecked Sendable {
     _ = StallProbe.started
     try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
     try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+    // Plugins run as uids of their own; tests have them leave markers here.
+    chmod(root, 0o1777)
   }
 
   deinit { try? FileManager.default.removeItem(atPath: root) }

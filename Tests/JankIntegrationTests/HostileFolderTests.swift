@@ -17,12 +17,9 @@ import Testing
     try writeText("source\n", to: src + "/main.txt")
     #expect(symlink(".", src + "/a") == 0 && symlink(".", src + "/b") == 0)
     #expect(symlink("..", src + "/deep/up") == 0 && symlink("/", src + "/root") == 0)
-    let supervisor = try await SupervisorProcess(workspace)
-    defer { supervisor.terminate() }
-    let client = try await ControlClient.connect(path: workspace.socket)
-    defer { Task { await client.close() } }
-    _ = try await client.call(ControlMethods.register, RegisterParams(id: hello), timeout: .seconds(30))
-    let rssBefore = try #require(residentKB(supervisor.pid))
+    let stack = try await HostileStack(workspace, bystander: hello)
+    defer { stack.stop() }
+    let client = stack.client
 
     let clock = ContinuousClock()
     let begin = clock.now
@@ -35,7 +32,7 @@ import Testing
     _ = try await client.call(ControlMethods.status, NoParams(), timeout: .seconds(5))
     _ = try await client.call(ControlMethods.list, ListParams(), timeout: .seconds(5))
     #expect(clock.now - status < .seconds(2))
-    try await expectStillServing(client, hello, supervisor: supervisor.pid, rssBeforeKB: rssBefore)
+    try await stack.expectBystanderServing()
 
     // The watcher still sees the real folders: a source change rebuilds and swaps the plugin.
     try writeText("changed\n", to: src + "/main.txt")

@@ -16,14 +16,11 @@ import Testing
     let workspace = try Workspace()
     let hello = try workspace.addHelloWorld("hello")
     _ = try workspace.addPlugin("huge", script: "exec '\(Binaries.helloWorld)' \"$@\"", extra: #","build":{"command":["sh","-c","true"]}"#)
-    let supervisor = try await SupervisorProcess(workspace)
-    defer { supervisor.terminate() }
-    let client = try await ControlClient.connect(path: workspace.socket)
-    defer { Task { await client.close() } }
+    let stack = try await HostileStack(workspace, bystander: hello)
+    defer { stack.stop() }
+    let client = stack.client
     let lister = try await ControlClient.connect(path: workspace.socket)
     defer { Task { await lister.close() } }
-    _ = try await client.call(ControlMethods.register, RegisterParams(id: hello), timeout: .seconds(30))
-    let rssBefore = try #require(residentKB(supervisor.pid))
     // Made after the supervisor's start-up scan, so that the list below hashes it first.
     try FileManager.default.createDirectory(atPath: workspace.plugins + "/huge/src", withIntermediateDirectories: true)
     let blob = open(workspace.plugins + "/huge/src/blob", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
@@ -40,7 +37,7 @@ import Testing
     try await Task.sleep(for: .milliseconds(300))
     let probe = clock.now
     _ = try await client.call(ControlMethods.status, NoParams(), timeout: .seconds(5))
-    try await expectStillServing(client, hello, supervisor: supervisor.pid, rssBeforeKB: rssBefore)
+    try await stack.expectBystanderServing()
     let probed = clock.now - probe
     let listed = try await listing.value
     // The hash must really have been under way while the probe ran, or this proves nothing.
@@ -106,12 +103,8 @@ import Testing
   @Test func aClientThatPipelinesAHundredThousandRequestsAndNeverReadsCostsOnlyItself() async throws {
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello")
-    let supervisor = try await SupervisorProcess(workspace)
-    defer { supervisor.terminate() }
-    let client = try await ControlClient.connect(path: workspace.socket)
-    defer { Task { await client.close() } }
-    _ = try await client.call(ControlMethods.register, RegisterParams(id: id), timeout: .seconds(30))
-    let rssBefore = try #require(residentKB(supervisor.pid))
+    let stack = try await HostileStack(workspace, bystander: id)
+    defer { stack.stop() }
 
     let flooder = try await RawSocket.connect(workspace.socket)
     let line = Array(#"{"jsonrpc":"2.0","id":1,"method":"plugin.execute","params":{"id":"\#(id)","method":"greet","args":{"name":"flood"}}}"#.utf8) + [10]
@@ -131,7 +124,7 @@ import Testing
     #expect(accepted < 100_000 * line.count, "the supervisor read all of a client that never reads: \(accepted) bytes")
     // Product bound: the in-flight bound and the stopped read; 64 MB more would mean the
     // supervisor buffers answers (or requests) for a client that does not read them.
-    try await expectStillServing(client, id, supervisor: supervisor.pid, rssBeforeKB: rssBefore)
+    try await stack.expectBystanderServing()
     let fresh = try await ControlClient.connect(path: workspace.socket)
     let begin = ContinuousClock.now
     #expect(try await fresh.call(ControlMethods.get, PluginIDParams(id: id), timeout: .seconds(5)).status == .ready)

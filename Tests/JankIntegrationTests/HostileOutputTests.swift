@@ -46,12 +46,8 @@ import Testing
     let id = try workspace.addPlugin(
       "flood", script: #"for i in $(seq 200); do head -c 60000 /dev/zero | tr '\0' '\001'; echo; done >&2; echo flooded >&2; exit 3"#,
       extra: #","restart":{"policy":"never"}"#)
-    let supervisor = try await SupervisorProcess(workspace)
-    defer { supervisor.terminate() }
-    let client = try await ControlClient.connect(path: workspace.socket)
-    defer { Task { await client.close() } }
-    _ = try await client.call(ControlMethods.register, RegisterParams(id: hello), timeout: .seconds(30))
-    let rssBefore = try #require(residentKB(supervisor.pid))
+    let stack = try await HostileStack(workspace, bystander: hello)
+    defer { stack.stop() }
     _ = try await runProgram(Binaries.jankctl, ["register", id, "--socket", workspace.socket, "--timeout", "30"])
     #expect(await eventually(timeout: .seconds(20)) {
       let result = try? await runProgram(Binaries.jankctl, ["logs", id, "--tail", "1", "--json", "--socket", workspace.socket])
@@ -77,6 +73,6 @@ import Testing
     #expect(human.status == 0, "\(human.stderr)")
     #expect(!human.stdout.unicodeScalars.contains { $0.value == 1 })
     #expect(human.stdout.hasPrefix(#"\x01\x01"#))
-    try await expectStillServing(client, hello, supervisor: supervisor.pid, rssBeforeKB: rssBefore)
+    try await stack.expectBystanderServing()
   }
 }

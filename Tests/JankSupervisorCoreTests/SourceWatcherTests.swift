@@ -13,14 +13,12 @@ import Testing
     let changes = Mutex(0)
     let watcher = try #require(SourceWatcher(debounce: .milliseconds(30)) { _ in changes.withLock { $0 += 1 } })
     defer { watcher.close() }
-    watcher.watch(id: "dev.t.watched", directory: directory)
+    await watcher.watch(id: "dev.t.watched", directory: directory)
 
-    let keepRewatching = Mutex(true)
-    let rewatching = Thread {
-      while keepRewatching.withLock({ $0 }) { watcher.watch(id: "dev.t.watched", directory: directory) }
+    let rewatching = Task {
+      while !Task.isCancelled { await watcher.watch(id: "dev.t.watched", directory: directory) }
     }
-    rewatching.start()
-    defer { keepRewatching.withLock { $0 = false } }
+    defer { rewatching.cancel() }
 
     for round in 1...10 {
       let before = changes.withLock { $0 }
@@ -45,7 +43,7 @@ import Testing
     defer { try? FileManager.default.removeItem(atPath: directory) }
     for round in 0..<20 {
       let watcher = try #require(SourceWatcher(debounce: .milliseconds(30)) { _ in })
-      watcher.watch(id: "dev.t.busy", directory: directory)
+      await watcher.watch(id: "dev.t.busy", directory: directory)
       let writing = Mutex(true)
       let writer = Thread {
         var n = 0

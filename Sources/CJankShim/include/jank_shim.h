@@ -12,12 +12,20 @@ typedef struct {
 
 typedef struct {
   const char *path;             // absolute path of the executable
+  int exec_fd;                  // or -1; else the executable, open (close-on-exec) by the
+                                // caller, run with execveat(AT_EMPTY_PATH): what was checked
+                                // is what runs, and the new uid needs no path to it
   char *const *argv;            // NULL-terminated
   char *const *envp;            // NULL-terminated
   const char *cwd;              // working directory, or NULL
   int stdin_fd, stdout_fd, stderr_fd;  // dup2'ed onto 0, 1, 2 (-1: /dev/null is the caller's job)
   int new_process_group;        // setpgid(0, 0)
   int parent_death_signal;      // PR_SET_PDEATHSIG, 0 for none
+  int no_new_privileges;        // PR_SET_NO_NEW_PRIVS: no setuid binary or file capability
+                                // raises what the child (or anything it runs) may do
+  int change_identity;          // setgroups(0), setgid(gid), setuid(uid) after the limits and
+  uid_t uid;                    // the cgroup (which need the supervisor's privileges)
+  gid_t gid;
   const jank_rlimit *rlimits;
   int rlimit_count;
   const int *cgroup_procs_fds;  // open cgroup.procs files to join before exec (one per v1

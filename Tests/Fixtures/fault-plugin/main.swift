@@ -121,6 +121,10 @@ struct FaultPlugin: Plugin {
       var x: UInt64 = 0
       while ContinuousClock.now < end { x = x &* 6364136223846793005 &+ 1 }
       return ["x": .number(Double(x % 1000))]
+    case "probe-socket":
+      // An attack on a sibling: connect to its socket and see whether it hangs up on us
+      // (it refuses whoever is not its host) or waits for our first frame.
+      return try probeSocket(args["path"]?.stringValue ?? "", waitMs: Int32(args["wait_ms"]?.numberValue ?? 1000))
     case "version":
       return ["version": .string(ProcessInfo.processInfo.environment["FAULT_VERSION"] ?? "none")]
     case "pid":
@@ -131,6 +135,27 @@ struct FaultPlugin: Plugin {
       throw PluginError("unknown method: \(method)")
     }
   }
+}
+
+/// Connects to the Unix socket at `path` and waits up to `waitMs` for the other end to close.
+func probeSocket(_ path: String, waitMs: Int32) throws -> [String: JSONValue] {
+  let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  guard fd >= 0 else { throw PluginError("socket() failed") }
+  defer { close(fd) }
+  var address = sockaddr_un()
+  address.sun_family = sa_family_t(AF_UNIX)
+  withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8.prefix(107)) + [0]) }
+  let connected = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+  }
+  guard connected == 0 else { return ["connected": false, "error": .string(String(cString: strerror(errno)))] }
+  var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+  var closed = false
+  if poll(&poller, 1, waitMs) > 0 {
+    var byte: UInt8 = 0
+    closed = read(fd, &byte, 1) <= 0
+  }
+  return ["connected": true, "closed_by_peer": .bool(closed)]
 }
 
 /// Memory the `allocate` method keeps.
