@@ -60,9 +60,21 @@ struct FrameServer: Sendable {
           connection.send(error.frame(id: id))
         case .frame(let frame):
           switch frame.type {
-          case .execute, .healthCheck:
+          case .healthCheck:
             // A child task on this connection's executor: no thread hop, and it can be cancelled.
             group.addTask { await answer(frame, calls: calls, connection: connection) }
+          case .execute:
+            // Admitted (counted in flight) as its frame is read, not when its task first runs:
+            // a shutdown read from the same buffer right after it must wait for it, not refuse it.
+            guard inFlight.admit() else {
+              let refusal = FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down and did not start this call")
+              connection.send(refusal.frame(id: frame.id))
+              continue
+            }
+            group.addTask {
+              defer { inFlight.finished() }
+              await answer(frame, calls: calls, connection: connection)
+            }
           case .cancel:
             calls.cancel(frame.id)
           case .shutdown:
@@ -81,13 +93,11 @@ struct FrameServer: Sendable {
 
   private func answer(_ frame: Frame, calls: CallsInFlight, connection: FrameConnection) async {
     let reply: Frame
-    if shutdown.isFired {
-      reply = FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down and did not start this call").frame(id: frame.id)
-    } else if frame.type == .healthCheck {
-      reply = await healthCheck(id: frame.id)
+    if frame.type == .healthCheck {
+      reply = shutdown.isFired
+        ? FrameErrorPayload(code: .unavailable, message: "the plugin is shutting down").frame(id: frame.id)
+        : await healthCheck(id: frame.id)
     } else {
-      inFlight.started()
-      defer { inFlight.finished() }
       reply = await execute(frame, calls: calls, connection: connection)
     }
     connection.send(reply)
@@ -178,7 +188,15 @@ final class InFlightCounter: Sendable {
     self.shutdown = shutdown
   }
 
-  func started() { count.withLockedValue { $0 += 1 } }
+  /// Counts a call in, unless the shutdown has fired. Checked under the count's lock, so a
+  /// shutdown waiting for the count to drain sees every call admitted before it fired.
+  func admit() -> Bool {
+    count.withLockedValue { count in
+      guard !shutdown.isFired else { return false }
+      count += 1
+      return true
+    }
+  }
 
   func finished() {
     let left = count.withLockedValue { count -> Int in

@@ -88,6 +88,22 @@ import Testing
     #expect(plugin.isAlive)
   }
 
+  /// A call and a shutdown read from the socket in one go: the call was sent first, so the
+  /// shutdown waits for it and it is answered (under load the supervisor's stop sequence sends
+  /// Shutdown microseconds after a call; the plugin used to count the call only once its task
+  /// first ran, and so refused it and exited at once).
+  @Test func aCallReadTogetherWithTheShutdownBehindItIsAnswered() async throws {
+    let workspace = try Workspace()
+    let plugin = try await FramePlugin(workspace)
+    let socket = try await RawSocket.connect(plugin.socketPath)
+    await socket.send(Self.execute(id: 1, method: "sleep", args: ["ms": 300]).bytes + Frame(type: .shutdown, id: 2).bytes)
+    let answer = try await socket.frames(2)
+    #expect(Set(answer.frames.map(\.id)) == [1, 2])
+    let call = answer.frames.first { $0.id == 1 }
+    #expect(call?.type == .executeResult, "\(String(describing: call?.errorPayload))")
+    #expect(await eventually(timeout: .seconds(5)) { !plugin.isAlive }, "the plugin did not exit after its shutdown")
+  }
+
   @Test func errorsKeepTheConnectionAndFramingErrorsCloseIt() async throws {
     let workspace = try Workspace()
     let plugin = try await FramePlugin(workspace)
