@@ -92,7 +92,13 @@ import Testing
   /// (the plugin here is a shell, which sets none of its own), but what the plugin started
   /// lives on, and its (v1) cgroup stays. The next supervisor kills what is left and removes
   /// the cgroups, and never touches those of a supervisor that is still alive.
+  ///
+  /// Both supervisors run in cgroups of this test's own: every supervisor sweeps the folder
+  /// it runs in, so in the shared one any other test's supervisor may do the sweep first
+  /// (as it should), and this test would not see which one did.
   @Test func whatAKilledSupervisorLeavesIsCleanedUpByTheNextOne() async throws {
+    let privateCgroups = try PrivateCgroups()
+    defer { privateCgroups.remove() }
     let workspace = try Workspace()
     let shellPID = workspace.root + "/shell.pid"
     let sleepPID = workspace.root + "/sleep.pid"
@@ -100,7 +106,7 @@ import Testing
     try workspace.addPlugin(
       "hello", script: "sleep 300 & echo $! > '\(sleepPID)'; echo $$ > '\(shellPID)'; '\(Binaries.faultPlugin)' \"$@\"",
       extra: #","auto_start":true,"limits":{"memory_mb":128}"#)
-    let killed = try await SupervisorProcess(workspace)
+    let killed = try await SupervisorProcess(workspace, cgroups: privateCgroups.folders)
     let client = try await ControlClient.connect(path: workspace.socket)
     defer { Task { await client.close() } }
     #expect(await eventually(timeout: .seconds(15)) {
@@ -113,6 +119,7 @@ import Testing
     let pluginCgroup = try #require(cgroupDirectory(of: Int32(pid), controller: "memory"))
     let instance = (pluginCgroup as NSString).deletingLastPathComponent
     #expect((instance as NSString).lastPathComponent.hasPrefix("jank-\(killed.pid)-"), "\(instance)")
+    #expect(privateCgroups.folders.contains((instance as NSString).deletingLastPathComponent), "\(instance) is not in this test's cgroups")
     // A live supervisor's folder (this test process's pid) must survive the sweep.
     let live = (instance as NSString).deletingLastPathComponent + "/jank-\(getpid())-0ddba11"
     #expect(mkdir(live, 0o755) == 0)
@@ -123,11 +130,11 @@ import Testing
     #expect(!processIsGone(sleeper), "the plugin's own child is expected to outlive the supervisor")
     #expect(FileManager.default.fileExists(atPath: pluginCgroup))
 
-    let next = try await SupervisorProcess(try Workspace())
-    defer { next.terminate() }
+    let next = try await SupervisorProcess(try Workspace(), cgroups: privateCgroups.folders)
     #expect(await eventually(timeout: .seconds(3)) { processIsGone(sleeper) }, "the orphan \(sleeper) was not killed")
     #expect(!FileManager.default.fileExists(atPath: instance), "\(instance) is still there")
     #expect(FileManager.default.fileExists(atPath: live))
+    await next.terminateAndWait()
   }
 
   @Test func withoutCgroupsPluginsRunWithRlimitsOnlyAndSayWhy() async throws {
@@ -149,6 +156,34 @@ import Testing
 }
 
 /// The directory of `pid`'s cgroup for `controller` (v1 hierarchy, or the v2 one).
+/// One fresh folder in each v1 hierarchy the supervisor uses (memory, cpu, pids), under
+/// this test process's own cgroup there. No other supervisor looks inside: each sweeps only
+/// the `jank-*` folders beside itself.
+struct PrivateCgroups {
+  let folders: [String]
+
+  init() throws {
+    let name = "test-jank-" + UUID().uuidString.prefix(8).lowercased()
+    var made: [String] = []
+    for controller in ["memory", "cpu", "pids"] {
+      guard let parent = cgroupDirectory(of: getpid(), controller: controller), parent.hasPrefix("/sys/fs/cgroup/\(controller)") else { continue }
+      let folder = parent + "/" + name
+      guard mkdir(folder, 0o755) == 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: folder]) }
+      made.append(folder)
+    }
+    folders = made
+  }
+
+  /// Once the supervisors in them have ended (a v1 folder is removable when it has no
+  /// processes and no children).
+  func remove() {
+    for folder in folders {
+      for child in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] { rmdir(folder + "/" + child) }
+      rmdir(folder)
+    }
+  }
+}
+
 func cgroupDirectory(of pid: Int32, controller: String) -> String? {
   guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
   for line in text.split(separator: "\n") {

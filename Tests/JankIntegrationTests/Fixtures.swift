@@ -147,12 +147,21 @@ final class SupervisorProcess: @unchecked Sendable {
   /// The supervisor's own log (stderr), when asked for.
   var logPath: String { workspace.root + "/supervisor.log" }
 
-  init(_ workspace: Workspace, environment: [String: String] = [:], keepLog: Bool = false) async throws {
+  /// `cgroups`: folders (one per v1 hierarchy) the supervisor is moved into before it runs.
+  init(_ workspace: Workspace, environment: [String: String] = [:], keepLog: Bool = false, cgroups: [String] = []) async throws {
     self.workspace = workspace
+    var executable = Binaries.supervisor
+    var arguments = ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state]
+    if !cgroups.isEmpty {
+      // A shell that joins the cgroups, then execs the supervisor (same pid).
+      let joins = cgroups.map { "echo $$ > '\($0)/cgroup.procs' && " }.joined()
+      arguments = ["-c", joins + #"exec "$0" "$@""#, executable] + arguments
+      executable = "/bin/sh"
+    }
     // Not the test's stdout: `swift test` waits for that pipe to close, so a supervisor that
     // outlived a failed test would hang the whole run.
     process = try ChildProcess(
-      Binaries.supervisor, ["--plugins-dir", workspace.plugins, "--state-dir", workspace.state],
+      executable, arguments,
       environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
       stdout: .null, stderr: keepLog ? .file(workspace.root + "/supervisor.log") : .null)
     let socket = workspace.socket
