@@ -25,7 +25,7 @@ schemas={
     "last_exit":{"$ref":"#/components/schemas/LastExit"},"last_error":{"type":"string"},"next_restart_at":{"type":"string"},
     "transport":{"type":"string"},"limits":{"type":"object","additionalProperties":True},
     "limits_enforced":{"type":"string","enum":["cgroup-v2","cgroup-v1","rlimit-only"]},"limits_note":{"type":"string"},
-    "usage":{"$ref":"#/components/schemas/ResourceUsage"},
+    "usage":{"allOf":[{"$ref":"#/components/schemas/ResourceUsage"}],"description":"Current usage from the plugin's cgroup; in get, not in list."},
     "folder_problem":{"type":"string","description":"What the supervisor could not look at in the plugin's folder (more than 10 000 folders, or deeper than 32): those sources are neither hashed nor watched."},
     "isolation":{"type":"string","enum":["uid","none"],"description":"How the plugin is kept apart from the supervisor and other plugins: uid (a uid and gid of its own) or none (the supervisor's user; isolation_note says why)."},
     "isolation_note":{"type":"string"},

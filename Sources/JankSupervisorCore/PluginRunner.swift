@@ -107,7 +107,10 @@ actor PluginRunner {
     self.planner = RestartPlanner(policy: manifest.restart)
   }
 
-  var info: PluginInfo {
+  var info: PluginInfo { info(withUsage: true) }
+
+  /// `usage` reads two cgroup files; `list` over a thousand plugins leaves it out.
+  func info(withUsage: Bool) -> PluginInfo {
     PluginInfo(
       id: id, name: manifest.name, version: manifest.version, type: manifest.type,
       description: manifest.description, author: manifest.author, directory: directory,
@@ -120,7 +123,7 @@ actor PluginRunner {
       limits: manifest.limits.isEmpty ? nil : .object(manifest.limits),
       limitsEnforced: current.map { $0.cgroup.map { "cgroup-v\($0.version)" } ?? "rlimit-only" },
       limitsNote: current?.cgroup == nil ? current?.limitsNote : nil,
-      usage: current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) },
+      usage: withUsage ? current?.cgroup.map { ResourceUsage(memoryBytes: $0.memoryBytes, pids: $0.pidsCurrent) } : nil,
       folderProblem: PluginFolderWalk.problem(in: directory),
       isolation: identity == nil ? "none" : "uid", isolationNote: isolationNote, uid: identity.map { Int($0.uid) })
   }

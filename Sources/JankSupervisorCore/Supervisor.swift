@@ -165,7 +165,7 @@ public actor Supervisor {
 
   public func list(status: PluginStatus? = nil) async -> PluginList {
     var registered: [PluginInfo] = []
-    for runner in runners.values { registered.append(await runner.info) }
+    for runner in runners.values { registered.append(await runner.info(withUsage: false)) }
     // Registered plugins are described by their runners; only the other folders are read.
     let unregistered = await scanner.scan(skipping: Set(runners.values.map(\.directory))).filter { plugin in
       guard let id = plugin.manifest?.id else { return true }

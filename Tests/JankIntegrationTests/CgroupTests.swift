@@ -13,6 +13,10 @@ import Testing
       let info = try await running.client.call(ControlMethods.register, RegisterParams(id: id))
       #expect(info.limitsEnforced?.hasPrefix("cgroup-v") == true, "\(info.limitsEnforced ?? "nil") \(info.limitsNote ?? "")")
       #expect((info.usage?.memoryBytes ?? 0) > 0)
+      // `list` leaves usage out (two cgroup reads per plugin); `get` has it.
+      let listed = try await running.client.call(ControlMethods.list, ListParams())
+      let inList: PluginInfo? = listed.registered.first { $0.id == id }
+      #expect(inList != nil && inList?.usage == nil)
       let firstPID = Int32(try #require(info.pid))
       let directory = try #require(cgroupDirectory(of: firstPID, controller: "memory"))
 

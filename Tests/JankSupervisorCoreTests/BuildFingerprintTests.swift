@@ -1,6 +1,6 @@
 import Foundation
 import JankControl
-import JankSupervisorCore
+@testable import JankSupervisorCore
 import Logging
 import Testing
 
@@ -44,6 +44,15 @@ import Testing
     #expect(folder.find("built-by-hand")?.status == .sourceOnly)
     try folder.add("prebuilt", manifest: manifest(id: "dev.t.b"), files: ["bin/run": "#!/bin/sh\n"], executable: ["bin/run"])
     #expect(folder.find("prebuilt")?.status == .available)
+  }
+
+  /// The digest cache hashes as sha256sum does (the plugin.json sha256 an operator writes).
+  @Test func aFileDigestIsSha256sumsHex() throws {
+    let path = NSTemporaryDirectory() + "jank-digest-\(UUID().uuidString)"
+    try "abc".write(toFile: path, atomically: true, encoding: .utf8)
+    defer { unlink(path) }
+    #expect(FileDigests.shared.digest(of: path)?.1 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    #expect(hexDigits([0x00, 0x0f, 0xa0, 0xff]) == "000fa0ff")
   }
 
   @Test func theBuildCommandIsPartOfTheHash() throws {
