@@ -82,7 +82,7 @@ let package = Package(
     // JSON-RPC 2.0 control channel over a Unix socket: types, server, client.
     .target(
       name: "JankControl",
-      dependencies: ["JankJSON", nioCore, nioPosix, logging],
+      dependencies: ["JankJSON", "CJankShim", nioCore, nioPosix, logging],
       swiftSettings: swiftSettings
     ),
 

@@ -35,13 +35,35 @@ __attribute__((constructor)) static void jank_open_missing_standard_descriptors(
   }
 }
 
+// Landlock's syscalls and the one struct they take, as the kernel (6.12+) defines them: the
+// build machine's headers may predate `scoped`.
+#ifndef __NR_landlock_create_ruleset
+#define __NR_landlock_create_ruleset 444
+#endif
+#ifndef __NR_landlock_restrict_self
+#define __NR_landlock_restrict_self 446
+#endif
+#define JANK_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#define JANK_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define JANK_LANDLOCK_SCOPE_SIGNAL (1ULL << 1)
+typedef struct {
+  unsigned long long handled_access_fs;
+  unsigned long long handled_access_net;
+  unsigned long long scoped;
+} jank_landlock_ruleset_attr;
+
+int jank_landlock_abi(void) {
+  long abi = syscall(__NR_landlock_create_ruleset, NULL, 0, JANK_LANDLOCK_CREATE_RULESET_VERSION);
+  return abi < 0 ? -errno : (int)abi;
+}
+
 // Reported by the child over the error pipe when a step fails.
 typedef struct { int step; int err; } child_failure;
 
 static const char *step_names[] = {
   "ok", "setpgid", "prctl(PR_SET_PDEATHSIG)", "parent exited before exec", "dup2",
   "chdir", "setrlimit", "join cgroup", "execve", "prctl(PR_SET_NO_NEW_PRIVS)",
-  "setgroups", "setgid", "setuid", "fcntl(F_SETFD)",
+  "setgroups", "setgid", "setuid", "fcntl(F_SETFD)", "landlock_create_ruleset", "landlock_restrict_self",
 };
 
 // Only async-signal-safe calls below: the parent is multi-threaded.
@@ -100,6 +122,15 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
     if (getppid() != parent) { errno = ESRCH; child_fail(pipe_fd, 3); }
   }
   if (r->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pipe_fd, 9);
+  if (r->confine_signals) {
+    // Scopes only, no file system rules: the child (and all it starts) can signal, trace and
+    // reach by abstract socket only processes of its own domain.
+    jank_landlock_ruleset_attr attr = { 0, 0, JANK_LANDLOCK_SCOPE_SIGNAL | JANK_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET };
+    long ruleset = syscall(__NR_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (ruleset < 0) child_fail(pipe_fd, 14);
+    if (syscall(__NR_landlock_restrict_self, (int)ruleset, 0) != 0) child_fail(pipe_fd, 15);
+    close((int)ruleset);
+  }
   // Nothing of the supervisor's (sockets, other plugins' pipes) may leak into the plugin.
   syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
   if (r->exec_fd >= 0) {
@@ -196,6 +227,13 @@ int jank_pipe_cloexec(int fds[2]) {
 
 int jank_accept_cloexec(int fd) {
   return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+_Static_assert(sizeof(jank_peer) == sizeof(struct ucred), "jank_peer must be struct ucred's layout");
+
+int jank_peer_credentials(int fd, jank_peer *peer) {
+  socklen_t length = sizeof(*peer);
+  return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, peer, &length);
 }
 
 void jank_name_thread(const char *name) {

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CJankShim
 import Glibc
 public import Logging
 import NIOCore
@@ -132,7 +133,7 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
     }
     let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
     provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-      .whenComplete { (result: Result<PeerCredentials, any Error>) in
+      .whenComplete { (result: Result<jank_peer, any Error>) in
         let (handler, context) = loopBound.value
         switch result {
         case .success(let peer) where PeerPolicy.allows(peer, socketPath: handler.socketPath):
@@ -336,15 +337,9 @@ final class PartialLineTimeout: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// `struct ucred` as SO_PEERCRED fills it (Glibc hides it behind _GNU_SOURCE).
-struct PeerCredentials: Sendable {
-  var pid: pid_t = 0
-  var uid: uid_t = 0
-  var gid: gid_t = 0
-}
-
 /// Who may talk to the supervisor: root, its own user, or a member of the socket's group.
 enum PeerPolicy {
-  static func allows(_ peer: PeerCredentials, socketPath: String) -> Bool {
+  static func allows(_ peer: jank_peer, socketPath: String) -> Bool {
     if peer.uid == 0 || peer.uid == geteuid() { return true }
     var info = stat()
     guard stat(socketPath, &info) == 0 else { return false }

@@ -1,5 +1,6 @@
 import CJankShim
 import Glibc
+import NIOCore
 
 /// The plugin's jank-frame listening socket. Connections are accepted here, on a thread of
 /// its own, and each is then served by a `FrameConnection` (a thread of its own too) that
@@ -93,22 +94,20 @@ private final class AcceptLoop: Sendable {
 /// Only the plugin's host may call it. A connection is served when the process that made it
 /// (`SO_PEERCRED`) is one of this plugin's ancestors: the supervisor, or a go-plugin host,
 /// also through a wrapper script that did not `exec`. A sibling plugin that reaches the
-/// socket (same uid) is refused.
+/// socket (same uid) is refused. Both servers ask: jank-frame on accept, gRPC as each
+/// connection's channel is set up.
 enum HostCheck {
   static func refusal(_ connection: CInt) -> String? {
-    // `struct ucred`'s layout (Glibc hides the type behind _GNU_SOURCE).
-    struct Credentials {
-      var pid: pid_t = 0
-      var uid: uid_t = 0
-      var gid: gid_t = 0
-    }
-    var credentials = Credentials()
-    var length = socklen_t(MemoryLayout<Credentials>.size)
-    guard getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else {
+    var peer = jank_peer()
+    guard jank_peer_credentials(connection, &peer) == 0 else {
       return "refused a jank-frame connection: the kernel does not say who made it"
     }
-    if isAncestor(credentials.pid) { return nil }
-    return "refused a jank-frame connection from process \(credentials.pid) (uid \(credentials.uid)): only this plugin's host may call it"
+    return refusal(peer, protocol: "jank-frame")
+  }
+
+  static func refusal(_ peer: jank_peer, protocol name: String) -> String? {
+    if peer.pid > 0, isAncestor(peer.pid) { return nil }
+    return "refused a \(name) connection from process \(peer.pid) (uid \(peer.uid)): only this plugin's host may call it"
   }
 
   static func isAncestor(_ pid: pid_t) -> Bool {
@@ -132,6 +131,24 @@ enum HostCheck {
     let fields = buffer[(close + 1)..<n].split(separator: UInt8(ascii: " "))
     guard fields.count > 1 else { return nil }
     return pid_t(String(decoding: fields[1], as: UTF8.self))
+  }
+}
+
+extension HostCheck {
+  /// The gRPC server's form of the check. The Posix transport has no accept filter of its
+  /// own; its per-connection callback runs before any stream of the connection is served.
+  /// A refused connection is closed here (failing the callback's future alone leaves it open).
+  static func admit(_ channel: any Channel) -> EventLoopFuture<Void> {
+    guard let provider = channel as? any SocketOptionProvider else {
+      return channel.eventLoop.makeFailedFuture(ListenError("refused a gRPC connection: the kernel does not say who made it"))
+    }
+    return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+      .flatMapThrowing { (peer: jank_peer) in
+        guard let refusal = refusal(peer, protocol: "gRPC") else { return }
+        _ = "jank: \(refusal)\n".withCString { write(2, $0, strlen($0)) }
+        channel.close(promise: nil)
+        throw ListenError(refusal)
+      }
   }
 }
 

@@ -70,7 +70,8 @@ private func serveFrames(_ plugin: any Plugin, socketPath: String, shutdown: Shu
 private func serveGRPC<P: Plugin>(_ plugin: P, socketPath: String, shutdown: ShutdownSignal, logger: Logger) async {
   let transport = HTTP2ServerTransport.Posix(
     address: .unixDomainSocket(path: socketPath),
-    transportSecurity: .plaintext
+    transportSecurity: .plaintext,
+    config: .defaults { $0.channelDebuggingCallbacks.onAcceptTCPConnection = HostCheck.admit }
   )
   let server = GRPCServer(
     transport: transport,

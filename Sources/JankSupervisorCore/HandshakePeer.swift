@@ -1,3 +1,4 @@
+import CJankShim
 import Foundation
 import Glibc
 
@@ -78,16 +79,9 @@ enum HandshakePeer {
 
   /// The process (and its uid) that made the listening socket this one is connected to.
   static func peerCredentials(_ fd: CInt) -> (pid: pid_t, uid: uid_t)? {
-    // `struct ucred`'s layout (Glibc hides the type behind _GNU_SOURCE).
-    struct Credentials {
-      var pid: pid_t = 0
-      var uid: uid_t = 0
-      var gid: gid_t = 0
-    }
-    var credentials = Credentials()
-    var length = socklen_t(MemoryLayout<Credentials>.size)
-    guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0, credentials.pid > 0 else { return nil }
-    return (credentials.pid, credentials.uid)
+    var peer = jank_peer()
+    guard jank_peer_credentials(fd, &peer) == 0, peer.pid > 0 else { return nil }
+    return (peer.pid, peer.uid)
   }
 
   /// The plugin itself or a process of its group (the plugin leads a group of its own).

@@ -26,6 +26,9 @@ typedef struct {
   int change_identity;          // setgroups(0), setgid(gid), setuid(uid) after the limits and
   uid_t uid;                    // the cgroup (which need the supervisor's privileges)
   gid_t gid;
+  int confine_signals;           // a Landlock domain of its own (ABI 6+, after no_new_privs):
+                                // no signal, ptrace or abstract Unix socket connection to a
+                                // process outside it (the supervisor, a sibling plugin)
   const jank_rlimit *rlimits;
   int rlimit_count;
   const int *cgroup_procs_fds;  // open cgroup.procs files to join before exec (one per v1
@@ -37,6 +40,10 @@ typedef struct {
 // failed setrlimit is an error here, not a mysterious exit).
 // `failed_step` (may be NULL) receives a short name of the step that failed.
 pid_t jank_spawn(const jank_spawn_request *request, const char **failed_step);
+
+// The kernel's Landlock ABI version (landlock_create_ruleset with the VERSION flag), or
+// -errno when Landlock is missing or disabled.
+int jank_landlock_abi(void);
 
 // prctl(PR_SET_PDEATHSIG, sig): prctl is variadic and not importable into Swift.
 int jank_set_parent_death_signal(int sig);
@@ -52,6 +59,17 @@ int jank_pipe_cloexec(int fds[2]);
 
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC): a connection that no child process inherits.
 int jank_accept_cloexec(int fd);
+
+// Who is at the other end of a connected Unix socket: `struct ucred`, which Swift's Glibc
+// hides behind _GNU_SOURCE. The same layout, so NIO's getsockopt can fill it too.
+typedef struct {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+} jank_peer;
+
+// getsockopt(SO_PEERCRED): 0, or -1 with errno.
+int jank_peer_credentials(int fd, jank_peer *peer);
 
 /// posix_spawn_file_actions_addclosefrom_np(actions, from) (_GNU_SOURCE): the spawned
 /// program inherits no descriptor from `from` up, close-on-exec or not.
