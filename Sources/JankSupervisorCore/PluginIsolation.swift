@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import JankControl
 import Synchronization
 
 /// How plugins are kept apart from the supervisor and from each other. With a uid of its own,
@@ -22,16 +23,24 @@ public enum IsolationMode: Sendable, Equatable {
   /// turns it off.
   public static func detect(range: ClosedRange<UInt32>?) -> IsolationMode {
     guard let range else {
-      return .none(reason: "--plugin-uid-range is off, so plugins run as the supervisor's user (uid \(geteuid()))")
+      return .none(reason: "--plugin-uid-range is off, so plugins run as the supervisor's user (uid \(geteuid())) and can read and write what it can; " + signals)
     }
     let effective = effectiveCapabilities()
     let missing = neededCapabilities.filter { effective & (1 << UInt64($0.bit)) == 0 }.map(\.name)
     guard missing.isEmpty else {
       return .none(
-        reason: "the supervisor runs as uid \(geteuid()) without \(missing.joined(separator: ", ")), so plugins run as its user and can signal it and each other; "
-          + "run it as root, or grant CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL (deploy/jank-supervisor.service does)")
+        reason: "the supervisor runs as uid \(geteuid()) without \(missing.joined(separator: ", ")), so plugins run as its user and can read and write what it can; "
+          + signals + "; run it as root, or grant CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL (deploy/jank-supervisor.service does)")
     }
     return .uid(range: range)
+  }
+
+  /// What the same uid still does not give a plugin, or why it does.
+  private static var signals: String {
+    if let missing = SignalConfinement.unavailableReason {
+      return "they can also signal and trace it and each other, as \(missing)"
+    }
+    return "Landlock keeps them from signalling or tracing it and each other"
   }
 
   /// "61184-65519" (or "off") as `--plugin-uid-range` takes it.
@@ -120,4 +129,46 @@ final class PluginUIDs: Sendable {
 struct PluginIdentity: Sendable, Equatable {
   var uid: uid_t
   var gid: gid_t { uid }
+}
+
+/// Who each plugin runs as: the isolation mode found at start and, in uid mode, each
+/// registered plugin's uid. The supervisor asks here when it makes a runner and tells it when
+/// a plugin's processes are gone for good.
+final class PluginPrincipals: Sendable {
+  let mode: IsolationMode
+  private let uids: PluginUIDs?
+
+  init(mode: IsolationMode) {
+    self.mode = mode
+    if case .uid(let range) = mode { uids = PluginUIDs(range: range) } else { uids = nil }
+  }
+
+  /// The plugin's identity (nil: the supervisor's user) and, without one, the sentence why.
+  /// `recorded` is the uid its registration had in the state file.
+  func principal(for id: String, recorded: UInt32? = nil) throws(ControlError) -> (identity: PluginIdentity?, note: String?) {
+    switch mode {
+    case .uid(let range):
+      guard let uid = uids?.assign(id: id, recorded: recorded) else {
+        throw ControlError(
+          .unavailable,
+          "every uid of --plugin-uid-range \(range.lowerBound)-\(range.upperBound) is taken by a registered plugin or an account; unregister a plugin or give a wider range",
+          details: ["id": .string(id)])
+      }
+      return (PluginIdentity(uid: uid), nil)
+    case .none(let reason):
+      return (nil, reason)
+    }
+  }
+
+  /// Only once the plugin's processes are gone: a uid given to another plugin meanwhile
+  /// would let that plugin signal what is left of this one.
+  func release(id: String) {
+    uids?.release(id: id)
+  }
+
+  /// Whether `uid` is one plugins run as (the control socket refuses those).
+  func isPluginUID(_ uid: uid_t) -> Bool {
+    if case .uid(let range) = mode { return range.contains(uid) }
+    return false
+  }
 }

@@ -15,6 +15,9 @@ public struct SpawnRequest: Sendable {
   /// PR_SET_NO_NEW_PRIVS: a setuid program (sudo, su) or a file capability run by the child
   /// gains nothing. Plugins and builds are untrusted code.
   public var noNewPrivileges = true
+  /// A Landlock domain of its own (with `noNewPrivileges`, where the kernel has Landlock ABI
+  /// 6): the child cannot signal or ptrace the supervisor or another plugin, whatever its uid.
+  public var confineSignals = true
   /// The uid and gid the child runs as (none: the supervisor's own).
   public var identity: (uid: uid_t, gid: gid_t)?
   /// The executable, already open (close-on-exec; the caller closes it): the child runs
@@ -96,6 +99,7 @@ public enum ProcessSpawner {
           spawn.new_process_group = request.newProcessGroup ? 1 : 0
           spawn.parent_death_signal = request.parentDeathSignal
           spawn.no_new_privileges = request.noNewPrivileges ? 1 : 0
+          spawn.confine_signals = request.noNewPrivileges && request.confineSignals && SignalConfinement.available ? 1 : 0
           spawn.exec_fd = request.executableFD ?? -1
           if let identity = request.identity {
             spawn.change_identity = 1
@@ -171,5 +175,20 @@ final class SpawnThread: @unchecked Sendable {
       condition.unlock()
       job()
     }
+  }
+}
+
+/// Landlock's scopes (Linux 6.12, ABI 6) keep a process from signalling or tracing any process
+/// outside its own domain; each plugin gets a domain of its own at exec.
+public enum SignalConfinement {
+  /// The kernel's Landlock ABI (negative: -errno, Landlock missing or disabled).
+  public static let abi = Int(jank_landlock_abi())
+  public static var available: Bool { abi >= 6 }
+
+  /// Why plugins are not confined, or nil when they are.
+  public static var unavailableReason: String? {
+    if available { return nil }
+    if abi < 0 { return "this kernel has no Landlock (\(String(cString: strerror(Int32(-abi)))); boot with lsm=landlock,… to enable it)" }
+    return "this kernel's Landlock is ABI \(abi); signal scoping needs ABI 6 (Linux 6.12)"
   }
 }

@@ -4,8 +4,8 @@ extension Supervisor {
   /// The control methods this supervisor serves.
   public nonisolated func makeRouter() -> ControlRouter {
     var router = ControlRouter()
-    router.peerRefusal = { [cgroups, isolation] pid, uid in
-      if case .uid(let range) = isolation, range.contains(uid) {
+    router.peerRefusal = { [cgroups, principals] pid, uid in
+      if principals.isPluginUID(uid) {
         return "permission denied: uid \(uid) is a plugin's, and plugins may not use the supervisor's control channel"
       }
       guard cgroups.holdsPlugin(pid) == true else { return nil }

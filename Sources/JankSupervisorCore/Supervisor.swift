@@ -48,9 +48,9 @@ public actor Supervisor {
   private let launcher: any PluginLaunching
   /// Where each plugin's cgroup goes, found once at start.
   public let cgroups: CgroupHierarchy
-  /// Whether each plugin gets a uid of its own, found once at start.
-  public let isolation: IsolationMode
-  private let uids: PluginUIDs?
+  /// Whether each plugin gets a uid of its own (found once at start), and which.
+  let principals: PluginPrincipals
+  public var isolation: IsolationMode { principals.mode }
   private var runners: [String: PluginRunner] = [:] {
     didSet { runnerIndex.withLock { $0 = runners } }
   }
@@ -80,14 +80,12 @@ public actor Supervisor {
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
     self.launcher = PluginLauncher(cgroups: cgroups, eventLoopGroup: configuration.eventLoopGroup)
-    isolation = IsolationMode.detect(range: configuration.pluginUIDRange)
-    socketDirectories = SocketDirectories(stateDirectory: configuration.stateDirectory, traversable: isolation.name == "uid")
-    switch isolation {
+    principals = PluginPrincipals(mode: IsolationMode.detect(range: configuration.pluginUIDRange))
+    socketDirectories = SocketDirectories(stateDirectory: configuration.stateDirectory, traversable: principals.mode.name == "uid")
+    switch principals.mode {
     case .uid(let range):
-      uids = PluginUIDs(range: range)
       logger.info("each plugin runs as a uid of its own", metadata: ["range": "\(range.lowerBound)-\(range.upperBound)"])
     case .none(let reason):
-      uids = nil
       logger.warning("plugins run as the supervisor's user", metadata: ["reason": "\(reason)"])
     }
     switch cgroups {
@@ -228,9 +226,7 @@ public actor Supervisor {
     sourceWatcher?.unwatch(id: id)
     await persist()
     _ = await runner.stop()
-    // Only once its processes are gone: a uid given to another plugin meanwhile would let
-    // that plugin signal what is left of this one.
-    if runners[id] == nil { uids?.release(id: id) }
+    if runners[id] == nil { principals.release(id: id) }
     return UnregisterResult(id: id)
   }
 
@@ -391,20 +387,7 @@ public actor Supervisor {
   }
 
   private func makeRunner(manifest: PluginManifest, directory: String, recordedUID: UInt32? = nil) throws -> PluginRunner {
-    var identity: PluginIdentity?
-    var note: String?
-    switch isolation {
-    case .uid(let range):
-      guard let uid = uids?.assign(id: manifest.id, recorded: recordedUID) else {
-        throw ControlError(
-          .unavailable,
-          "every uid of --plugin-uid-range \(range.lowerBound)-\(range.upperBound) is taken by a registered plugin or an account; unregister a plugin or give a wider range",
-          details: ["id": .string(manifest.id)])
-      }
-      identity = PluginIdentity(uid: uid)
-    case .none(let reason):
-      note = reason
-    }
+    let (identity, note) = try principals.principal(for: manifest.id, recorded: recordedUID)
     return PluginRunner(
       manifest: manifest, directory: directory, socketDirectory: socketDirectories.next(), identity: identity, isolationNote: note,
       launcher: launcher, builder: builder, metrics: metrics, logger: logger,

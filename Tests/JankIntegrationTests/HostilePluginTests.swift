@@ -113,6 +113,40 @@ import Testing
 }
 
 extension HostilePluginTests {
+  /// With the supervisor's uid, Landlock's scopes (each plugin a domain of its own) still keep
+  /// a plugin from signalling the supervisor or its sibling, while it signals its own children
+  /// as usual. (Landlock's ptrace check, which also closes /proc/PID/environ, spares a plugin
+  /// that runs as root, as this suite's `off` mode does; so it is not asserted here.)
+  @Test func withTheSupervisorsUidAPluginStillCannotSignalOrTraceOthers() async throws {
+    let workspace = try Workspace()
+    let sibling = try workspace.addHelloWorld("sibling")
+    let stack = try await HostileStack(workspace, bystander: sibling, environment: Mode.none.environment)
+    defer { stack.stop() }
+    let target = try await stack.client.call(ControlMethods.get, PluginIDParams(id: sibling))
+    #expect(target.isolation == "none")
+    #expect(target.isolationNote?.contains("Landlock keeps them from signalling") == true, "this kernel must offer Landlock ABI 6: \(target.isolationNote ?? "")")
+    let siblingPID = try #require(target.pid)
+    let out = workspace.root + "/attacks.txt"
+    let attacks = [
+      "kill-supervisor": "kill -9 \(stack.supervisor.pid)",
+      "kill-sibling": "kill -9 \(siblingPID)",
+    ]
+    // The control: what the plugin started is its own to signal.
+    let script = attacks.sorted { $0.key < $1.key }.map { "{ \($0.value); } >/dev/null 2>&1; echo \"\($0.key) $?\" >> '\(out)'" }
+      + ["sleep 30 & kill $! && echo 'own-child 0' >> '\(out)'"]
+    let id = try workspace.addPlugin("attacker", script: script.joined(separator: "\n") + "\nexec '\(Binaries.helloWorld)' \"$@\"")
+    let info = try await stack.client.call(ControlMethods.register, RegisterParams(id: id), timeout: .seconds(30))
+    #expect(info.status == .ready, "\(info.lastError ?? "")")
+    let results = try String(contentsOfFile: out, encoding: .utf8)
+    for name in attacks.keys {
+      #expect(results.contains("\(name) ") && !results.contains("\(name) 0\n"), "\(name) succeeded:\n\(results)")
+    }
+    #expect(results.contains("own-child 0\n"), "the plugin could not signal its own child:\n\(results)")
+    let again = try await stack.client.call(ControlMethods.get, PluginIDParams(id: sibling))
+    #expect(again.status == .ready && again.pid == target.pid)
+    try await stack.expectBystanderServing()
+  }
+
   /// The two ways the supervisor can run here (as root in CI): each plugin as a uid of its
   /// own, and with `--plugin-uid-range off` as the supervisor's user.
   enum Mode: String, CaseIterable, Sendable {
@@ -205,10 +239,12 @@ extension HostilePluginTests {
 
 extension HostilePluginTests {
   /// With the supervisor's uid a plugin can reach its sibling's socket and connect; the SDK
-  /// hangs up on whoever is not its host (an ancestor of the plugin), and says so in its log.
-  @Test func aPluginThatConnectsToItsSiblingsSocketIsHungUpOn() async throws {
+  /// hangs up on whoever is not its host (an ancestor of the plugin), and says so in its log,
+  /// on either transport.
+  @Test(arguments: ["jank-frame", "gRPC"])
+  func aPluginThatConnectsToItsSiblingsSocketIsHungUpOn(_ transport: String) async throws {
     let workspace = try Workspace()
-    let victim = try workspace.addHelloWorld("victim")
+    let victim = try workspace.addHelloWorld("victim", extra: transport == "gRPC" ? #","transport":"grpc""# : "")
     let attacker = try workspace.addFaultPlugin("attacker")
     let stack = try await HostileStack(workspace, bystander: victim, environment: Mode.none.environment)
     defer { stack.stop() }
@@ -223,7 +259,8 @@ extension HostilePluginTests {
       ControlMethods.execute, ExecuteParams(id: attacker, method: "probe-socket", args: ["path": .string(folder + "/" + socket)]), timeout: .seconds(10))
     #expect(probe.data["connected"] == true && probe.data["closed_by_peer"] == true, "\(probe.data)")
     let logs = try await client.call(ControlMethods.logs, LogsParams(id: victim, tail: 20))
-    #expect(logs.lines.contains { $0.contains("refused a jank-frame connection from process \(registered.pid ?? -1)") }, "\(logs.lines)")
+    #expect(logs.lines.contains { $0.contains("refused a \(transport) connection from process \(registered.pid ?? -1)") }, "\(logs.lines)")
+    #expect(try await client.call(ControlMethods.get, PluginIDParams(id: victim)).transport == (transport == "gRPC" ? "grpc" : "jank-frame"))
     try await stack.expectBystanderServing()
   }
 }
