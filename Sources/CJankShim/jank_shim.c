@@ -99,6 +99,16 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
     if (fds[i] >= 0 && dup2(fds[i], i) < 0) child_fail(pipe_fd, 4);
   }
   if (r->cwd && chdir(r->cwd) != 0) child_fail(pipe_fd, 5);
+  // The Landlock ruleset (scopes only, no file system rules: the child and all it starts can
+  // signal and reach by abstract socket only processes of its own domain) is made before
+  // RLIMIT_NOFILE applies, as the supervisor's descriptors are all still open here; it is
+  // enforced after no_new_privs.
+  long ruleset = -1;
+  if (r->confine_signals) {
+    jank_landlock_ruleset_attr attr = { 0, 0, JANK_LANDLOCK_SCOPE_SIGNAL | JANK_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET };
+    ruleset = syscall(__NR_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (ruleset < 0) child_fail(pipe_fd, 14);
+  }
   for (int i = 0; i < r->rlimit_count; i++) {
     struct rlimit lim = { (rlim_t)r->rlimits[i].soft, (rlim_t)r->rlimits[i].hard };
     if (setrlimit(r->rlimits[i].resource, &lim) != 0) child_fail(pipe_fd, 6);
@@ -122,12 +132,7 @@ static void child(const jank_spawn_request *r, pid_t parent, int pipe_fd) {
     if (getppid() != parent) { errno = ESRCH; child_fail(pipe_fd, 3); }
   }
   if (r->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pipe_fd, 9);
-  if (r->confine_signals) {
-    // Scopes only, no file system rules: the child (and all it starts) can signal, trace and
-    // reach by abstract socket only processes of its own domain.
-    jank_landlock_ruleset_attr attr = { 0, 0, JANK_LANDLOCK_SCOPE_SIGNAL | JANK_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET };
-    long ruleset = syscall(__NR_landlock_create_ruleset, &attr, sizeof attr, 0);
-    if (ruleset < 0) child_fail(pipe_fd, 14);
+  if (ruleset >= 0) {
     if (syscall(__NR_landlock_restrict_self, (int)ruleset, 0) != 0) child_fail(pipe_fd, 15);
     close((int)ruleset);
   }
