@@ -69,9 +69,10 @@ public enum BuildFingerprint {
     path.hasPrefix(directory + "/") ? String(path.dropFirst(directory.count + 1)) : path
   }
 
+  private static let records = ParsedFileCache<Record?>()
+
   public static func recorded(manifest: PluginManifest, directory: String) -> Record? {
-    guard let data = FileManager.default.contents(atPath: recordPath(manifest: manifest, directory: directory)) else { return nil }
-    return try? JSONDecoder().decode(Record.self, from: data)
+    records.value(of: recordPath(manifest: manifest, directory: directory)) { try? JSONDecoder().decode(Record.self, from: $0) } ?? nil
   }
 
   static func write(_ record: Record, manifest: PluginManifest, directory: String) throws {
@@ -94,12 +95,7 @@ public enum BuildFingerprint {
 final class FileDigests: Sendable {
   static let shared = FileDigests()
 
-  private struct Key: Hashable {
-    var identity: FileIdentity
-    var size: Int64
-    var modified: Int
-    var changed: Int
-  }
+  private typealias Key = FileVersion
 
   private let cache = Mutex<[String: (key: Key, digest: String)]>([:])
   /// More entries than this and the cache starts over (a folder of a thousand plugins of
@@ -108,6 +104,12 @@ final class FileDigests: Sendable {
 
   /// The file's size and digest; nil when it cannot be read as a regular file.
   func digest(of path: String) -> (Int64, String)? {
+    // A file unchanged since it was hashed needs no open: `list` over a thousand plugins
+    // costs one lstat per source file.
+    var info = stat()
+    if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, let cached = cache.withLock({ $0[path] }), cached.key == Key(info) {
+      return (cached.key.size, cached.digest)
+    }
     // O_NONBLOCK: a file swapped for a fifo after the walk must not block the open.
     let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else { return nil }
@@ -120,10 +122,7 @@ final class FileDigests: Sendable {
   func digest(ofOpenFile fd: Int32, path: String) -> (Int64, String)? {
     var info = stat()
     guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
-    let key = Key(
-      identity: FileIdentity(info), size: Int64(info.st_size),
-      modified: info.st_mtim.tv_sec * 1_000_000_000 + info.st_mtim.tv_nsec,
-      changed: info.st_ctim.tv_sec * 1_000_000_000 + info.st_ctim.tv_nsec)
+    let key = Key(info)
     if let cached = cache.withLock({ $0[path] }), cached.key == key { return (key.size, cached.digest) }
     var hasher = SHA256()
     var buffer = [UInt8](repeating: 0, count: 1 << 20)

@@ -47,19 +47,25 @@ public enum PluginDiscovery {
     return found
   }
 
+  private static let manifests = ParsedFileCache<Result<PluginManifest, ManifestError>>()
+
   public static func inspect(directory: String) -> DiscoveredPlugin {
-    let manifestPath = directory + "/plugin.json"
-    guard let data = FileManager.default.contents(atPath: manifestPath) else {
-      return DiscoveredPlugin(directory: directory, manifest: nil, problems: ["plugin.json is missing"], status: .incomplete)
-    }
-    guard data.count <= 1 << 20 else {
-      return DiscoveredPlugin(directory: directory, manifest: nil, problems: ["plugin.json is larger than 1 MiB"], status: .incomplete)
+    let parsed = manifests.value(of: directory + "/plugin.json") { (data: Data) -> Result<PluginManifest, ManifestError> in
+      guard data.count <= 1 << 20 else { return .failure(.invalid(["plugin.json is larger than 1 MiB"])) }
+      do throws(ManifestError) {
+        return .success(try PluginManifest.parse(data))
+      } catch {
+        return .failure(error)
+      }
     }
     let manifest: PluginManifest
-    do {
-      manifest = try PluginManifest.parse(data)
-    } catch {
+    switch parsed {
+    case nil:
+      return DiscoveredPlugin(directory: directory, manifest: nil, problems: ["plugin.json is missing"], status: .incomplete)
+    case .failure(let error):
       return DiscoveredPlugin(directory: directory, manifest: nil, problems: error.problems, status: .incomplete)
+    case .success(let value):
+      manifest = value
     }
     var problems: [String] = []
     let binaryPath = directory + "/" + manifest.binary
@@ -93,6 +99,9 @@ public enum PluginDiscovery {
   /// Why `path` resolves outside `root` through a symlink, or nil when it stays inside
   /// (or does not exist yet: it will be created inside by the build).
   static func symlinkEscape(path: String, root: String) -> String? {
+    // The common case without realpath (a readlink per component, twice): no component
+    // below the folder is a link, so the path stays inside (plugin.json's paths have no "..").
+    if path.hasPrefix(root + "/"), noLinkBelow(root, in: path) { return nil }
     guard let realRoot = realPath(root) else { return "cannot be checked: the plugin folder is unreadable" }
     // Resolve the longest existing prefix: a dangling link to /etc is still an escape.
     var candidate = path
@@ -107,6 +116,18 @@ public enum PluginDiscovery {
     guard let resolved = realPath(candidate) else { return nil }
     if resolved == realRoot || resolved.hasPrefix(realRoot + "/") { return nil }
     return "resolves to \(resolved), outside the plugin folder"
+  }
+
+  /// Whether each component of `path` below `root` exists and is not a link (lstat each).
+  private static func noLinkBelow(_ root: String, in path: String) -> Bool {
+    var current = root
+    for component in path.dropFirst(root.count + 1).split(separator: "/") {
+      guard component != "..", component != "." else { return false }
+      current += "/" + component
+      var info = stat()
+      guard lstat(current, &info) == 0, (info.st_mode & S_IFMT) != S_IFLNK else { return false }
+    }
+    return true
   }
 
   static func realPath(_ path: String) -> String? {

@@ -56,6 +56,23 @@ func manifest(id: String, binary: String = "bin/run", extra: String = "") -> Str
     #expect(found.problems.first?.contains("no build") == true)
   }
 
+  /// plugin.json and build records are parsed once per version of the file: an edit of the
+  /// same size, in the same second, written in place, is still read again.
+  @Test func anEditedManifestIsReadAgainThoughItsSizeIsTheSame() throws {
+    let folder = try PluginsFolder()
+    try folder.add("h", manifest: manifest(id: "dev.t.h"), files: ["bin/run": "#!/bin/sh\n"], executable: ["bin/run"])
+    #expect(folder.find("h")?.manifest?.id == "dev.t.h")
+    let path = folder.path + "/h/plugin.json"
+    let handle = try #require(FileHandle(forWritingAtPath: path))
+    try handle.write(contentsOf: Data(manifest(id: "dev.t.i").utf8))
+    try handle.close()
+    #expect(folder.find("h")?.manifest?.id == "dev.t.i")
+    try "{ nope".write(toFile: path, atomically: true, encoding: .utf8)
+    #expect(folder.find("h")?.status == .incomplete)
+    unlink(path)
+    #expect(folder.find("h")?.problems == ["plugin.json is missing"])
+  }
+
   @Test func missingOrMalformedManifestIsIncompleteWithTheReason() throws {
     let folder = try PluginsFolder()
     try folder.add("e", manifest: nil)
