@@ -69,10 +69,15 @@ public enum BuildFingerprint {
     path.hasPrefix(directory + "/") ? String(path.dropFirst(directory.count + 1)) : path
   }
 
-  private static let records = ParsedFileCache<Record?>()
+  /// A record names every source with its digest; a million-file folder is refused by the walk
+  /// long before its record could reach this.
+  private static let records = ParsedFileCache<Record?>(maxBytes: 16 << 20)
 
+  /// The record of the binary's last build; nil when there is none or it cannot be trusted
+  /// (not a regular file, too big, not a record), so the plugin counts as needing a build.
   public static func recorded(manifest: PluginManifest, directory: String) -> Record? {
-    records.value(of: recordPath(manifest: manifest, directory: directory)) { try? JSONDecoder().decode(Record.self, from: $0) } ?? nil
+    let path = recordPath(manifest: manifest, directory: directory)
+    return records.value(of: path) { try? JSONDecoder().decode(Record.self, from: $0) } refuse: { _ in nil } ?? nil
   }
 
   static func write(_ record: Record, manifest: PluginManifest, directory: String) throws {

@@ -47,16 +47,17 @@ public enum PluginDiscovery {
     return found
   }
 
-  private static let manifests = ParsedFileCache<Result<PluginManifest, ManifestError>>()
+  private static let manifests = ParsedFileCache<Result<PluginManifest, ManifestError>>(maxBytes: 1 << 20)
 
   public static func inspect(directory: String) -> DiscoveredPlugin {
     let parsed = manifests.value(of: directory + "/plugin.json") { (data: Data) -> Result<PluginManifest, ManifestError> in
-      guard data.count <= 1 << 20 else { return .failure(.invalid(["plugin.json is larger than 1 MiB"])) }
       do throws(ManifestError) {
         return .success(try PluginManifest.parse(data))
       } catch {
         return .failure(error)
       }
+    } refuse: { reason in
+      .failure(.invalid(["plugin.json \(reason)"]))
     }
     let manifest: PluginManifest
     switch parsed {

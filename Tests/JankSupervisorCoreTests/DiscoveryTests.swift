@@ -1,5 +1,6 @@
 import Foundation
 import JankControl
+import Synchronization
 import JankSupervisorCore
 import Testing
 
@@ -83,6 +84,41 @@ func manifest(id: String, binary: String = "bin/run", extra: String = "") -> Str
     let g = try #require(folder.find("g"))
     #expect(g.status == .incomplete)
     #expect(g.problems.count == 4)  // name, version, type and binary: one problem never hides another
+  }
+
+  /// A plugin can replace its own plugin.json at run time. A FIFO would block the read for
+  /// good, a link could point anywhere, a huge file would be read whole: each is refused from
+  /// its lstat, unread, with a sentence.
+  @Test func aManifestThatIsAFIFOALinkOrHugeIsRefusedUnread() throws {
+    let folder = try PluginsFolder()
+    for name in ["fifo", "link", "huge"] {
+      try folder.add(name, manifest: nil, files: ["bin/run": "#!/bin/sh\n", "real.json": manifest(id: "dev.t.\(name)")], executable: ["bin/run"])
+    }
+    #expect(mkfifo(folder.path + "/fifo/plugin.json", 0o644) == 0)
+    #expect(symlink("real.json", folder.path + "/link/plugin.json") == 0)
+    #expect(truncate(folder.path + "/huge/real.json", 2 << 20) == 0 && rename(folder.path + "/huge/real.json", folder.path + "/huge/plugin.json") == 0)
+
+    // On a thread of its own, so that a scan blocked in the FIFO fails the test, not hangs it.
+    let scanned = DispatchSemaphore(value: 0)
+    let found = Mutex<[DiscoveredPlugin]>([])
+    let path = folder.path
+    Thread.detachNewThread {
+      let plugins = PluginDiscovery.scan(pluginsDirectory: path)
+      found.withLock { $0 = plugins }
+      scanned.signal()
+    }
+    if scanned.wait(timeout: .now() + 10) == .timedOut {
+      Issue.record("the scan is blocked reading the FIFO")
+      let writer = open(folder.path + "/fifo/plugin.json", O_WRONLY | O_NONBLOCK)
+      close(writer)  // the blocked reader now reads the end
+      scanned.wait()
+    }
+    let plugins = found.withLock { $0 }
+    func problems(_ name: String) -> [String] { plugins.first { $0.directory.hasSuffix("/" + name) }?.problems ?? ["not found"] }
+    #expect(problems("fifo") == ["plugin.json is not a regular file (a FIFO, socket or device)"])
+    #expect(problems("link").first?.hasPrefix("plugin.json is a symbolic link") == true, "\(problems("link"))")
+    #expect(problems("huge") == ["plugin.json is larger than 1 MiB"])
+    #expect(plugins.allSatisfy { $0.status == .incomplete })
   }
 
   @Test func symlinkEscapingThePluginFolderIsIncomplete() throws {
