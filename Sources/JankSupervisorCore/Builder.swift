@@ -64,7 +64,8 @@ public actor Builder {
   /// Where the log of the plugin's last (or current) build is.
   public nonisolated func logPath(id: String) -> String { logDirectory + "/\(id).build.log" }
 
-  /// Builds the plugin's binary; returns the build log, throws BuildFailure with its tail.
+  /// Builds the plugin's binary; returns the build log's last lines, throws BuildFailure
+  /// with them.
   public func build(id: String, manifest: PluginManifest, directory: String) async throws -> String {
     guard let plan = BuildPlan.plan(for: manifest, directory: directory) else {
       throw BuildFailure(summary: "no way to build \(id): add \"build\" to plugin.json, or a Package.swift, go.mod or Makefile", logTail: [])
@@ -79,9 +80,9 @@ public actor Builder {
     // A build that starts before READY=1 tells systemd how much longer to wait for it (the
     // build's timeout, and the plugin's start after it); later builds do not touch systemd.
     SystemdNotifier().extendStartTimeout(by: timeout + .milliseconds(manifest.startTimeoutMs) + .seconds(10))
-    let status = try await run(plan.command, in: directory, logPath: logPath, timeout: timeout)
-    let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-    let tail = Array(log.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).map(String.init))
+    let log = try BuildLogFile(path: logPath)
+    let status = try await run(plan.command, in: directory, log: log, timeout: timeout)
+    let tail = log.tail
     switch status {
     case .some(.exited(0)):
       break
@@ -118,7 +119,7 @@ public actor Builder {
     } catch {
       logger.warning("could not record the build's source hash; the plugin will be rebuilt next start", metadata: ["plugin_id": "\(id)", "error": "\(error)"])
     }
-    return log
+    return tail.joined(separator: "\n")
   }
 
   /// The toolchains' own settings, which a build sees beside what a plugin sees.
@@ -141,7 +142,7 @@ public actor Builder {
   }
 
   /// nil when the timeout stopped the build.
-  private func run(_ command: [String], in directory: String, logPath: String, timeout: Duration) async throws -> ExitStatus? {
+  private func run(_ command: [String], in directory: String, log: BuildLogFile, timeout: Duration) async throws -> ExitStatus? {
     guard let program = command.first, let executable = Self.which(program) else {
       throw BuildFailure(summary: "build command '\(command.first ?? "")' was not found on PATH", logTail: [])
     }
@@ -161,7 +162,6 @@ public actor Builder {
       }
     }
     let process = try await ProcessSpawner.spawn(request)
-    let log = try BuildLogFile(path: logPath)
     let stdoutDone = OneShot<Bool>()
     let stderrDone = OneShot<Bool>()
     try await OutputReader.start(fd: process.stdout, onLine: log.append, onEnd: { stdoutDone.deliver(true) })
@@ -236,31 +236,6 @@ public actor Builder {
       running -= 1
     } else {
       waiters.removeFirst().continuation.resume(returning: true)
-    }
-  }
-}
-
-/// The build log on disk; lines that arrive after `close` are dropped, never a crash.
-final class BuildLogFile: Sendable {
-  private let handle: Mutex<FileHandle?>
-
-  init(path: String) throws {
-    guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-      throw BuildFailure(summary: "cannot write the build log at \(path)", logTail: [])
-    }
-    self.handle = Mutex(handle)
-  }
-
-  func append(_ line: String) {
-    handle.withLock { handle in
-      try? handle?.write(contentsOf: Data((line + "\n").utf8))
-    }
-  }
-
-  func close() {
-    handle.withLock { handle in
-      try? handle?.close()
-      handle = nil
     }
   }
 }

@@ -295,9 +295,7 @@ public actor Supervisor {
     case "plugin":
       return LogsResult.newest(runner.log.tail(params.tail ?? 100), id: params.id)
     case "build":
-      let text = (try? String(contentsOfFile: builder.logPath(id: params.id), encoding: .utf8)) ?? ""
-      var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-      if lines.last == "" { lines.removeLast() }
+      let lines = BuildLogFile.lastLines(ofFile: builder.logPath(id: params.id))
       return LogsResult.newest(Array(lines.suffix(params.tail ?? 100)), id: params.id)
     case let other:
       throw ControlError(.invalid, "source must be \"plugin\" or \"build\", not \"\(other.prefix(40))\"")

@@ -1,6 +1,6 @@
 import Foundation
 import JankControl
-import JankSupervisorCore
+@testable import JankSupervisorCore
 import Logging
 import Testing
 
@@ -139,6 +139,33 @@ import Testing
     let journal = try await buildTwo(maxParallel: 2, waitForBoth: true)
     #expect(journal.count == 4)
     #expect(journal.prefix(2).allSatisfy { $0.hasPrefix("start") }, "\(journal)")
+  }
+}
+
+/// A build runs plugin code: its output may be endless, and it must cost neither the
+/// supervisor's disk nor its memory, while a failure still quotes the build's last lines.
+@Suite struct BuildLogBoundTests {
+  @Test func aFloodingBuildKeepsTheLogsStartAndEndAndSaysWhatWasLeftOut() async throws {
+    let folder = try PluginsFolder()
+    // 12 MiB of short lines, then the line a reader needs: why the build failed.
+    let flood = "yes 0123456789012345678901234567890123456789012345678901234567890 | head -c 12582912; printf '\\\\nerror: the reason\\\\n'; exit 3"
+    try folder.add("flood", manifest: manifest(id: "dev.t.flood", extra: #","build":{"command":["sh","-c","\#(flood)"]}"#))
+    let plugin = try #require(folder.find("flood"))
+    let builder = Builder(logDirectory: folder.path + "/logs", logger: Logger(label: "test"))
+    await #expect {
+      _ = try await builder.build(id: "dev.t.flood", manifest: try #require(plugin.manifest), directory: plugin.directory)
+    } throws: { error in
+      (error as? BuildFailure)?.logTail.last == "error: the reason"
+    }
+    let logPath = builder.logPath(id: "dev.t.flood")
+    let size = try #require(try FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int)
+    // Product bound: the first 8 MiB, then at most 1 MiB of the last lines and one marker line.
+    #expect(size <= BuildLogFile.defaultMaxBytes + (1 << 20) + 200, "the build log is \(size) bytes")
+    #expect(size >= BuildLogFile.defaultMaxBytes - 64)
+    let lines = BuildLogFile.lastLines(ofFile: logPath, maxBytes: 4 << 20)
+    #expect(lines.last == "error: the reason")
+    let marker = try #require(lines.first { $0.hasPrefix("[jank-supervisor:") }, "no line says output was left out")
+    #expect(marker.contains("lines of build output were left out"), "\(marker)")
   }
 }
 
