@@ -40,6 +40,10 @@ public enum IsolationMode: Sendable, Equatable {
     if let missing = SignalConfinement.unavailableReason {
       return "they can also signal and trace it and each other, as \(missing)"
     }
+    // Landlock's ptrace check yields to CAP_SYS_PTRACE, which a root supervisor's plugins keep.
+    if geteuid() == 0 {
+      return "Landlock keeps them from signalling it and each other, but as root they can still trace it"
+    }
     return "Landlock keeps them from signalling or tracing it and each other"
   }
 
