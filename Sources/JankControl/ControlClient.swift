@@ -80,13 +80,15 @@ public final class ControlClient: Sendable {
   }
 
   private static func decodeResult<Result: Decodable>(_ type: Result.Type, from response: Data) throws -> Result {
-    let head = try ControlCoding.decoder.decode(JSONRPCResponseHead.self, from: response)
-    if let error = head.error { throw ControlError(error) }
+    let answer: JSONRPCAnswer<Result>
     do {
-      return try ControlCoding.decoder.decode(JSONRPCResult<Result>.self, from: response).result
+      answer = try ControlCoding.decoder.decode(JSONRPCAnswer<Result>.self, from: response)
     } catch {
       throw ControlError(.internal, "the supervisor's answer could not be read (\(ControlCoding.explain(error))); are jankctl and jank-supervisor the same version?")
     }
+    if let error = answer.error { throw ControlError(error) }
+    guard let result = answer.result else { throw ControlError(.internal, "the supervisor's answer has neither a result nor an error") }
+    return result
   }
 
   private func send<Params: Encodable>(method: String, params: Params, timeout: Duration?) async throws -> Data {
@@ -138,15 +140,21 @@ public final class ControlClient: Sendable {
     continuation?.resume(with: result)
   }
 
-  fileprivate func deliver(_ line: Data) {
-    guard let head = try? ControlCoding.decoder.decode(JSONRPCResponseHead.self, from: line) else { return }
-    switch head.id {
-    case .number(let id):
-      finish(id: id, with: .success(line))
-    default:
-      // An error without an id (a refused peer) ends the connection for every call, even
-      // one that is not sent yet.
-      if let error = head.error { failAll(ControlError(error), terminal: true) }
+  fileprivate func deliver(_ line: ByteBuffer) {
+    // The id from the answer's first bytes (the supervisor writes it before the result):
+    // the caller decodes the answer once, not a second time here.
+    let head = line.getSlice(at: line.readerIndex, length: min(line.readableBytes, 4096))!
+    if case .number(let id)? = jsonRPCID(inHead: head) {
+      finish(id: id, with: .success(Data(line.readableBytesView)))
+      return
+    }
+    // An error without an id (a refused peer) ends the connection for every call, even one
+    // that is not sent yet.
+    guard let head = try? ControlCoding.decoder.decode(JSONRPCResponseHead.self, from: Data(line.readableBytesView)) else { return }
+    if case .number(let id)? = head.id {
+      finish(id: id, with: .success(Data(line.readableBytesView)))
+    } else if let error = head.error {
+      failAll(ControlError(error), terminal: true)
     }
   }
 
@@ -197,7 +205,7 @@ private final class ResponseHandler: ChannelInboundHandler, Sendable {
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     switch unwrapInboundIn(data) {
     case .line(let buffer):
-      client.deliver(Data(buffer.readableBytesView))
+      client.deliver(buffer)
     case .tooLong(let head):
       // An answer too large to read fails its own call, found by the id it starts with; if
       // none can be told, every call in flight (each would otherwise wait forever).

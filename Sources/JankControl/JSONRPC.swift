@@ -95,8 +95,20 @@ struct JSONRPCResponseHead: Decodable {
   var error: JSONRPCErrorObject?
 }
 
-struct JSONRPCResult<Result: Decodable>: Decodable {
-  var result: Result
+/// A whole answer read in one pass (a `list` answer of a thousand plugins is most of a
+/// megabyte): the error, or else the result.
+struct JSONRPCAnswer<Result: Decodable>: Decodable {
+  var error: JSONRPCErrorObject?
+  var result: Result?
+
+  enum CodingKeys: String, CodingKey { case error, result }
+
+  init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    error = try c.decodeIfPresent(JSONRPCErrorObject.self, forKey: .error)
+    // Not decodeIfPresent: a `null` result is a value for JSONValue.
+    result = error == nil ? try c.decode(Result.self, forKey: .result) : nil
+  }
 }
 
 extension ControlError {
