@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 public import JankControl
 
 /// A plugin folder under the plugins directory, read and checked.
@@ -26,14 +27,8 @@ public enum PluginDiscovery {
   /// Every plugin folder but those in `skipping` (full paths), which are not read at all.
   public static func scan(pluginsDirectory: String, skipping: Set<String> = []) -> [DiscoveredPlugin] {
     guard let names = try? FileManager.default.contentsOfDirectory(atPath: pluginsDirectory) else { return [] }
-    var found = names.sorted().compactMap { name -> DiscoveredPlugin? in
-      guard !name.hasPrefix(".") else { return nil }
-      let directory = pluginsDirectory + "/" + name
-      guard !skipping.contains(directory) else { return nil }
-      var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
-      return inspect(directory: directory)
-    }
+    let directories = names.sorted().filter { !$0.hasPrefix(".") }.map { pluginsDirectory + "/" + $0 }.filter { !skipping.contains($0) }
+    var found = inspectAll(directories)
     // Two folders claiming one id would make every call ambiguous: both are incomplete.
     var counts: [String: Int] = [:]
     for id in found.compactMap({ $0.manifest?.id }) { counts[id, default: 0] += 1 }
@@ -45,6 +40,24 @@ public enum PluginDiscovery {
       }
     }
     return found
+  }
+
+  /// Each folder that is one, in the order given. A thousand folders are a few syscalls and
+  /// a hash each, so they are shared among the cores (a `list` waits for all of them).
+  private static func inspectAll(_ directories: [String]) -> [DiscoveredPlugin] {
+    @Sendable func inspectIfFolder(_ directory: String) -> DiscoveredPlugin? {
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+      return inspect(directory: directory)
+    }
+    let workers = min(ProcessInfo.processInfo.activeProcessorCount, directories.count / 64)
+    guard workers > 1 else { return directories.compactMap(inspectIfFolder) }
+    let results = Mutex<[(Int, DiscoveredPlugin)]>([])
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+      let mine = stride(from: worker, to: directories.count, by: workers).compactMap { index in inspectIfFolder(directories[index]).map { (index, $0) } }
+      results.withLock { $0 += mine }
+    }
+    return results.withLock { $0 }.sorted { $0.0 < $1.0 }.map(\.1)
   }
 
   private static let manifests = ParsedFileCache<Result<PluginManifest, ManifestError>>(maxBytes: 1 << 20)

@@ -162,10 +162,13 @@ public actor Supervisor {
   // MARK: control operations
 
   public func list(status: PluginStatus? = nil) async -> PluginList {
+    // Registered plugins are described by their runners; only the other folders are read,
+    // off the actor, while the runners answer.
+    async let scanned = scanner.scan(skipping: Set(runners.values.map(\.directory)))
     var registered: [PluginInfo] = []
+    registered.reserveCapacity(runners.count)
     for runner in runners.values { registered.append(await runner.info(withUsage: false)) }
-    // Registered plugins are described by their runners; only the other folders are read.
-    let unregistered = await scanner.scan(skipping: Set(runners.values.map(\.directory))).filter { plugin in
+    let unregistered = await scanned.filter { plugin in
       guard let id = plugin.manifest?.id else { return true }
       return runners[id] == nil
     }.map(\.info)

@@ -46,7 +46,7 @@ enum Scale {
     print(String(
       format: "scale %5d plugins: all ready in %.2f s (%d failed), supervisor RSS %.0f MB, idle CPU %.2f %% over %d s, one execute on each in %.2f s (%d failed)",
       count, ready.seconds, failed, rss, idleCPU, idleSeconds, executes.seconds, executeFailures))
-    try await listFigures(count: count, workspace: workspace)
+    try await listFigures(count: count, supervisor: supervisor, workspace: workspace)
     await withTaskGroup(of: Void.self) { group in
       for id in ids { group.addTask { _ = try? await supervisor.unregister(id: id) } }
     }
@@ -56,7 +56,7 @@ enum Scale {
   /// plugins registered and `count` more folders beside them that are not: each of those has
   /// a build and a 1 MiB source, so every list fingerprints them all. The first list hashes
   /// the sources; the later ones must answer from the digest cache whatever the sources weigh.
-  static func listFigures(count: Int, workspace: BenchWorkspace) async throws {
+  static func listFigures(count: Int, supervisor: Supervisor, workspace: BenchWorkspace) async throws {
     let client = try await ControlClient.connect(path: workspace.socket)
     let clock = ContinuousClock()
     func list(unregistered: Int) async throws -> Duration {
@@ -98,9 +98,33 @@ enum Scale {
       guard found.count >= count else { throw ValidationError("the scan found \(found.count) folders, not \(count)") }
       return clock.now - begin
     }
+    // Where the rest goes, with both sets of folders: the supervisor's answer, its JSON
+    // encoding (as the control channel encodes it) and the client's decoding.
+    var answer = await supervisor.list()
+    let gather = try await Measure.median(5) {
+      let begin = clock.now
+      answer = await supervisor.list()
+      return clock.now - begin
+    }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    var encoded = try encoder.encode(answer)
+    let encode = try await Measure.median(5) {
+      let begin = clock.now
+      encoded = try encoder.encode(answer)
+      return clock.now - begin
+    }
+    let decode = try await Measure.median(5) {
+      let begin = clock.now
+      _ = try JSONDecoder().decode(PluginList.self, from: encoded)
+      return clock.now - begin
+    }
     print(String(
       format: "scale %5d plugins: list over the control socket, median of 5: %.1f ms registered only; with %d more folders (a build and 1 MiB of sources each, not registered): first %.1f ms, then %.1f ms (the scan alone, in process: %.1f ms)",
       count, (registeredOnly ?? .zero).seconds * 1000, count, first.seconds * 1000, (later ?? .zero).seconds * 1000, (scan ?? .zero).seconds * 1000))
+    print(String(
+      format: "scale %5d plugins: of the later list, in process: the supervisor's answer %.1f ms, encoding it (%d KiB of JSON) %.1f ms, decoding it %.1f ms",
+      count, (gather ?? .zero).seconds * 1000, encoded.count >> 10, (encode ?? .zero).seconds * 1000, (decode ?? .zero).seconds * 1000))
   }
 
   static func residentMegabytes() -> Double {
