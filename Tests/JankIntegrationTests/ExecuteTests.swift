@@ -149,8 +149,13 @@ import Testing
   /// `starting`, not only `backoff`: a call that arrives during a slow start waits for it.
   @Test func aCallDuringASlowStartWaitsForReadyWithinItsDeadline() async throws {
     try await withSupervisor { workspace, running in
+      // The start waits for the test to let it go: with a fixed 2 s start, a loaded machine
+      // could take longer than that between the pid file and the call, and the call found
+      // the plugin ready (seen under a CPU hog; the product promises no such window).
       let pidFile = workspace.root + "/slow.pid"
-      let id = try workspace.addPlugin("slow", script: "FAULT_SLOW_START_MS=2000 FAULT_PID_FILE='\(pidFile)' exec '\(Binaries.faultPlugin)'")
+      let gate = workspace.root + "/slow.go"
+      let id = try workspace.addPlugin(
+        "slow", script: "echo $$ > '\(pidFile)'; while [ ! -f '\(gate)' ]; do sleep 0.02; done; exec '\(Binaries.faultPlugin)'", extra: #","start_timeout_ms":60000"#)
       let register = Task { try await running.client.call(ControlMethods.register, RegisterParams(id: id)) }
       #expect(await eventually(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: pidFile) })
       #expect(try await running.client.call(ControlMethods.get, PluginIDParams(id: id)).status == .starting)
@@ -161,7 +166,10 @@ import Testing
         #expect(error.kind == .timeout)
         #expect(error.message.contains("starting"), "\(error.message)")
       }
-      let answer = try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000))
+      let waiting = Task { try await running.client.call(ControlMethods.execute, ExecuteParams(id: id, method: "pid", timeoutMs: 20_000)) }
+      try await Task.sleep(for: .milliseconds(200))
+      try writeText("go\n", to: gate)
+      let answer = try await waiting.value
       let started = try await register.value
       // The waiting call may already be running on it when register reads the status.
       #expect(started.status == .ready || started.status == .running)
