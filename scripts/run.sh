@@ -16,7 +16,9 @@ Try, in another terminal:
   curl -s localhost:8080/api/plugin/execute --json '{"id":"dev.jank.plugins.hello-world","method":"greet","args":{"name":"Ada"}}'
   .build/release/jankctl list
 MSG
-.build/release/jank-supervisor --plugins-dir plugins --state-dir .jank "$@" &
+# The example hello-world builds through this repository's package (its output is ../../.build/…),
+# more than its own folder: it is let build in place, as the user running this script.
+.build/release/jank-supervisor --plugins-dir plugins --state-dir .jank --build-in-place dev.jank.plugins.hello-world "$@" &
 supervisor=$!
 .build/release/jank-api --socket "$socket" &
 api=$!

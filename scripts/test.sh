@@ -24,7 +24,7 @@ load="ChaosTests|ProcessHygieneTests|GoInteropTests|BenchmarkSmokeTests|HostileI
 # The hostile-input suites check that the supervisor answers within a second after each
 # attack; beside the behaviour stage's 160 tests on two cores, that second measured the
 # suite's load, not the product.
-hostile="HostileClientsTests|HostileFolderTests|HostileOutputTests|HostilePluginTests"
+hostile="HostileClientsTests|HostileFolderTests|HostileOutputTests|HostilePluginTests|HostileBuildTests"
 run_stage() {
   case "$1" in
     behaviour) swift test --skip-build --skip "$load|$hostile|OpenAPITests" ;;

@@ -53,9 +53,15 @@ public actor Builder {
   private var waiters: [(ticket: Int, continuation: CheckedContinuation<Bool, Never>)] = []
   private var nextTicket = 0
 
+  /// Plugins the operator lets build in place as the supervisor's user although they have a
+  /// uid of their own (`--build-in-place`): a build that needs more than its folder, as the
+  /// example hello-world does through the repository's package.
+  private let inPlace: Set<String>
+
   /// `timeout` applies to plugins whose plugin.json sets no `build_timeout_s`.
-  public init(logDirectory: String, timeout: Duration = .seconds(900), maxParallel: Int = 1, logger: Logger) {
+  public init(logDirectory: String, timeout: Duration = .seconds(900), maxParallel: Int = 1, inPlace: Set<String> = [], logger: Logger) {
     self.logDirectory = logDirectory
+    self.inPlace = inPlace
     self.timeout = timeout
     self.maxParallel = max(1, maxParallel)
     self.logger = logger
@@ -65,10 +71,17 @@ public actor Builder {
   public nonisolated func logPath(id: String) -> String { logDirectory + "/\(id).build.log" }
 
   /// Builds the plugin's binary; returns the build log's last lines, throws BuildFailure
-  /// with them.
-  public func build(id: String, manifest: PluginManifest, directory: String) async throws -> String {
+  /// with them. With `uid`, the build runs as that user (gid the same) in a copy of the
+  /// folder (see `BuildWorkspace`), unless the operator named the plugin in `inPlace`.
+  public func build(id: String, manifest: PluginManifest, directory: String, uid: uid_t? = nil) async throws -> String {
     guard let plan = BuildPlan.plan(for: manifest, directory: directory) else {
       throw BuildFailure(summary: "no way to build \(id): add \"build\" to plugin.json, or a Package.swift, go.mod or Makefile", logTail: [])
+    }
+    let identity = inPlace.contains(id) ? nil : uid.map { (uid: $0, gid: gid_t($0)) }
+    if let identity, let output = plan.output, let reason = BuildWorkspace.outsideReason(output) {
+      throw BuildFailure(
+        summary: "build of \(id) cannot run as its uid \(identity.uid): its output \(reason). Build it as the operator before starting it, "
+          + "or start the supervisor with --build-in-place \(id) to let it build in place as the supervisor's user", logTail: [])
     }
     // Stopped (plugin stop, supervisor shutdown) while waiting for its turn: no build.
     guard await acquire() else { throw BuildFailure(summary: "build of \(id) was cancelled before it started", logTail: []) }
@@ -81,7 +94,18 @@ public actor Builder {
     // build's timeout, and the plugin's start after it); later builds do not touch systemd.
     SystemdNotifier().extendStartTimeout(by: timeout + .milliseconds(manifest.startTimeoutMs) + .seconds(10))
     let log = try BuildLogFile(path: logPath)
-    let status = try await run(plan.command, in: directory, log: log, timeout: timeout)
+    var workspace: BuildWorkspace?
+    if let identity {
+      let root = logDirectory + "/" + id
+      workspace = try await BlockingIO.run {
+        Result { () throws(BuildFailure) -> BuildWorkspace in
+          let workspace = try BuildWorkspace(root: root, identity: identity)
+          try workspace.sync(from: directory, keepingFolderOf: manifest.binary)
+          return workspace
+        }
+      }.get()
+    }
+    let status = try await run(plan.command, in: workspace?.work ?? directory, as: workspace, log: log, timeout: timeout)
     let tail = log.tail
     switch status {
     case .some(.exited(0)):
@@ -94,7 +118,15 @@ public actor Builder {
       throw BuildFailure(summary: "build of \(id) took longer than \(timeout.readable) and was stopped", logTail: tail)
     }
     let binary = directory + "/" + manifest.binary
-    if let output = plan.output {
+    if let workspace {
+      // The one file the supervisor takes from the plugin's copy, without following links.
+      try FileManager.default.createDirectory(atPath: (binary as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+      let output = plan.output ?? manifest.binary
+      let taken = await BlockingIO.run { Result { () throws(BuildFailure) in try workspace.takeOutput(output, to: binary) } }
+      if case .failure(let failure) = taken {
+        throw BuildFailure(summary: "build of \(id): " + failure.summary, logTail: tail)
+      }
+    } else if let output = plan.output {
       let source = directory + "/" + output
       guard FileManager.default.fileExists(atPath: source) else {
         throw BuildFailure(summary: "build of \(id) succeeded but left no file at \(output)", logTail: tail)
@@ -142,7 +174,7 @@ public actor Builder {
   }
 
   /// nil when the timeout stopped the build.
-  private func run(_ command: [String], in directory: String, log: BuildLogFile, timeout: Duration) async throws -> ExitStatus? {
+  private func run(_ command: [String], in directory: String, as workspace: BuildWorkspace?, log: BuildLogFile, timeout: Duration) async throws -> ExitStatus? {
     guard let program = command.first, let executable = Self.which(program) else {
       throw BuildFailure(summary: "build command '\(command.first ?? "")' was not found on PATH", logTail: [])
     }
@@ -151,6 +183,14 @@ public actor Builder {
     request.workingDirectory = directory
     request.environment = Self.environment()
     request.environment["CGO_ENABLED"] = request.environment["CGO_ENABLED"] ?? "0"
+    if let workspace {
+      // The plugin's user, and a home of its own for caches (Go's, SwiftPM's); the
+      // supervisor's home is not its to write.
+      request.identity = (workspace.identity.uid, workspace.identity.gid)
+      request.environment["HOME"] = workspace.home
+      request.environment["XDG_CACHE_HOME"] = workspace.home + "/.cache"
+      for key in ["GOPATH", "GOCACHE", "GOMODCACHE"] { request.environment[key] = nil }  // the supervisor's, under its home
+    }
     if program == "go" {
       // Offline and predictable: never fetch modules; a folder without go.mod builds in
       // GOPATH mode against the system's Go packages (Debian's /usr/share/gocode).

@@ -27,7 +27,7 @@ extension PluginRunner {
 
   private func buildAndSwap() async throws -> PluginInfo {
     do {
-      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+      _ = try await builder.build(id: id, manifest: manifest, directory: directory, uid: identity?.uid)
     } catch {
       lastError = "\(error)"
       throw ControlError(.pluginError, "\(error)", details: ["build_log_tail": .array(((error as? BuildFailure)?.logTail ?? []).map(JSONValue.string))])

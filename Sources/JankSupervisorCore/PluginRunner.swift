@@ -221,7 +221,7 @@ actor PluginRunner {
   private func buildUnlessCancelled() async -> Result<Void, any Error>? {
     let result: Result<Void, any Error>
     do {
-      _ = try await builder.build(id: id, manifest: manifest, directory: directory)
+      _ = try await builder.build(id: id, manifest: manifest, directory: directory, uid: identity?.uid)
       result = .success(())
     } catch {
       result = .failure(error)

@@ -20,6 +20,10 @@ public struct SupervisorConfiguration: Sendable {
   public var cgroupRoot = "/sys/fs/cgroup"
   /// The uids plugins run as, one each, when the supervisor may change uid (nil: never).
   public var pluginUIDRange: ClosedRange<UInt32>? = IsolationMode.defaultRange
+  /// Plugins whose builds run in their folder as the supervisor's user even when the plugin
+  /// has a uid of its own (`--build-in-place`): the operator's explicit trust, for a build
+  /// that needs more than its folder.
+  public var buildsInPlace: Set<String> = []
   /// The event loops that carry jank-frame connections to plugins. A caller that runs on one
   /// of them (task executor preference) sends and receives without a thread hop.
   public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -76,7 +80,7 @@ public actor Supervisor {
     self.logger = logger
     self.store = StateStore(stateDirectory: configuration.stateDirectory, logger: logger)
     (statusChanges, statusChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, maxParallel: configuration.maxParallelBuilds, logger: logger)
+    self.builder = Builder(logDirectory: configuration.stateDirectory + "/builds", timeout: configuration.buildTimeout, maxParallel: configuration.maxParallelBuilds, inPlace: configuration.buildsInPlace, logger: logger)
     let instance = String(UInt32.random(in: .min ... .max), radix: 16)
     self.cgroups = CgroupHierarchy.detect(root: configuration.cgroupRoot, instance: instance)
     self.launcher = PluginLauncher(cgroups: cgroups, eventLoopGroup: configuration.eventLoopGroup)

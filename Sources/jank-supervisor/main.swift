@@ -32,6 +32,11 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     help: "The uids plugins run as, one each, when the supervisor may change uid: LOW-HIGH, or off (env JANK_PLUGIN_UID_RANGE; default 61184-65519).")
   var pluginUidRange: String?
 
+  @Option(
+    name: .long,
+    help: "A plugin id whose builds run in its folder as the supervisor's user, though the plugin has a uid of its own; repeat for more (env JANK_BUILD_IN_PLACE, comma-separated). Only for builds you trust that need more than their folder.")
+  var buildInPlace: [String] = []
+
   @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error (env JANK_LOG_LEVEL).")
   var logLevel: String?
 
@@ -77,6 +82,11 @@ struct JankSupervisorCommand: AsyncParsableCommand {
     configuration.cgroupRoot = cgroupRoot ?? env["JANK_CGROUP_ROOT"] ?? configuration.cgroupRoot
     configuration.maxParallelBuilds = parallelBuilds
     configuration.pluginUIDRange = uidRange
+    let inPlace = buildInPlace.isEmpty ? (env["JANK_BUILD_IN_PLACE"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } : buildInPlace
+    for id in inPlace where !PluginManifest.isValidID(id) {
+      throw ValidationError("--build-in-place '\(id)' (or JANK_BUILD_IN_PLACE) is not a plugin id such as dev.example.greeter")
+    }
+    configuration.buildsInPlace = Set(inPlace)
     // Thousands of control connections and plugins' pipes; children get the old limit back.
     OpenFilesLimit.raiseToHardLimit()
     let supervisor = Supervisor(configuration: configuration, logger: logger)

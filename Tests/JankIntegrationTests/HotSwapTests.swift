@@ -61,11 +61,12 @@ import Testing
 extension Workspace {
   /// A plugin built from `src/run.sh` (a script that runs the fault plugin with
   /// FAULT_VERSION set, which its `version` method returns) and the function that writes
-  /// that source for a version. Its build appends a line to `builds.log` (not a source), and
+  /// that source for a version. Its build appends a line to `<name>.builds.log` in the
+  /// workspace (outside the folder: a build may run in a copy of it), and
   /// fails, saying so on stderr, while the source contains the word BROKEN.
   func addVersionedPlugin(_ name: String) throws -> (id: String, write: (Int) throws -> Void) {
     let build = "if grep -q BROKEN src/run.sh; then echo 'src/run.sh is marked BROKEN' >&2; exit 1; fi; "
-      + "cp src/run.sh bin/run && chmod +x bin/run && echo built >> builds.log"
+      + "cp src/run.sh bin/run && chmod +x bin/run && echo built >> '\(root)/\(name).builds.log'"
     let id = try addPlugin(name, script: nil, extra: #","build":{"command":["sh","-c","\#(build)"],"sources":["src/**"]}"#)
     let source = plugins + "/" + name + "/src/run.sh"
     try FileManager.default.createDirectory(atPath: plugins + "/" + name + "/src", withIntermediateDirectories: true)
@@ -81,7 +82,7 @@ extension Workspace {
 
   /// How many builds of the versioned plugin succeeded.
   func successfulBuilds(of name: String) -> Int {
-    ((try? String(contentsOfFile: plugins + "/" + name + "/builds.log", encoding: .utf8)) ?? "").split(separator: "\n").count
+    ((try? String(contentsOfFile: root + "/" + name + ".builds.log", encoding: .utf8)) ?? "").split(separator: "\n").count
   }
 }
 
