@@ -121,12 +121,6 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
   func channelActive(context: ChannelHandlerContext) {
     context.fireChannelActive()
     let channel = context.channel
-    counted = connections.add(limit: limits.maximumConnections)
-    guard counted else {
-      logger.warning("control connection refused: too many connections", metadata: ["limit": "\(limits.maximumConnections)"])
-      refuse(channel, ControlError(.busy, "the supervisor already serves \(limits.maximumConnections) control connections; close idle ones and retry"))
-      return
-    }
     guard let provider = channel as? any SocketOptionProvider else {
       allow(context)
       return
@@ -160,7 +154,15 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
     context.fireChannelInactive()
   }
 
+  /// Counted against the limit only once the peer is let in: connections refused for who
+  /// they are (a plugin, another user) never take the operator's places.
   private func allow(_ context: ChannelHandlerContext) {
+    counted = connections.add(limit: limits.maximumConnections)
+    guard counted else {
+      logger.warning("control connection refused: too many connections", metadata: ["limit": "\(limits.maximumConnections)"])
+      refuse(context.channel, ControlError(.busy, "the supervisor already serves \(limits.maximumConnections) control connections; close idle ones and retry"))
+      return
+    }
     allowed = true
     readIfWanted(context)
   }
@@ -170,7 +172,9 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
   private func refuse(_ channel: any Channel, _ error: ControlError) {
     Self.write(ControlCoding.errorResponse(id: .null, error.errorObject), to: channel).whenComplete { _ in
       channel.close(mode: .output, promise: nil)
-      channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+      // Long enough for the client to read the sentence, short enough that refused
+      // connections opened in a loop cannot pile up.
+      channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
   }
 
@@ -191,15 +195,24 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
+    startWaiting(context)
     readIfWanted(context)
     context.fireChannelWritabilityChanged()
+  }
+
+  /// Starts queued requests while there is room in flight and the socket takes output: a
+  /// client that pipelines without reading gets no more answers made than it reads.
+  private func startWaiting(_ context: ChannelHandlerContext) {
+    while inFlight < limits.maximumInFlight, context.channel.isWritable, let next = waiting.popFirst() {
+      start(next, context: context)
+    }
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     guard allowed else { return }
     // One read can bring many lines at once; beyond the in-flight limit they wait here (at
     // most one read's worth, since reading stops) and start as answers drain.
-    guard inFlight < limits.maximumInFlight, waiting.isEmpty else {
+    guard inFlight < limits.maximumInFlight, waiting.isEmpty, context.channel.isWritable else {
       waiting.append(unwrapInboundIn(data))
       return
     }
@@ -244,9 +257,7 @@ private final class ControlConnectionHandler: ChannelDuplexHandler, @unchecked S
 
   private func answered(_ context: ChannelHandlerContext) {
     inFlight -= 1
-    while inFlight < limits.maximumInFlight, let next = waiting.popFirst() {
-      start(next, context: context)
-    }
+    startWaiting(context)
     readIfWanted(context)
   }
 

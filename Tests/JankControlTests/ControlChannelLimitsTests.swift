@@ -59,6 +59,47 @@ import Testing
     }
   }
 
+  /// A client that pipelines requests for big answers and never reads: the server makes no
+  /// more answers than the socket takes (and the in-flight limit), not one per request read.
+  @Test func aClientThatNeverReadsBigAnswersGetsNoMoreMadeThanItReads() async throws {
+    let probe = TestServerProbe()
+    try await withControlServer(probe: probe) { path in
+      let flooder = try RawLineClient(path: path)
+      // 500 requests in one write: one read of the server's brings hundreds of them.
+      flooder.send(String(repeating: #"{"jsonrpc":"2.0","id":1,"method":"test.big"}"# + "\n", count: 500))
+      try await Task.sleep(for: .seconds(1))
+      let made = probe.bigAnswersMade.withLock { $0 }
+      // Product bound: 16 in flight (withControlServer's limit), then nothing new while the
+      // socket does not take output; the socket's buffers hold a few 256 KiB answers.
+      #expect(made <= 32, "\(made) answers of 256 KiB were made for a client that reads none")
+      #expect(made >= 1)
+      let other = try await ControlClient.connect(path: path)
+      #expect(try await other.call(TestMethods.echo, EchoParams(text: "served"), timeout: .seconds(10)).text == "served")
+      await other.close()
+    }
+  }
+
+  /// Connections the server refuses for who they are (as the supervisor refuses a plugin)
+  /// never take the places of the ones it serves.
+  @Test func refusedConnectionsDoNotCountAgainstTheLimit() async throws {
+    let probe = TestServerProbe()
+    try await withControlServer(probe: probe) { path in
+      probe.refusing.withLock { $0 = true }
+      var refused: [RawLineClient] = []
+      for _ in 0..<80 {
+        let client = try RawLineClient(path: path)
+        let answer = await client.readLine()
+        #expect(field(answer, "error", "message")?.stringValue?.hasPrefix("refused") == true, "\(String(describing: answer))")
+        refused.append(client)  // held open: the server's side lingers to let it read
+      }
+      probe.refusing.withLock { $0 = false }
+      let client = try await ControlClient.connect(path: path)
+      #expect(try await client.call(TestMethods.echo, EchoParams(text: "in"), timeout: .seconds(5)).text == "in")
+      await client.close()
+      _ = refused
+    }
+  }
+
   @Test func connectionsBeyondTheLimitAreRefusedWithASentence() async throws {
     try await withControlServer { path in
       var held: [ControlClient] = []

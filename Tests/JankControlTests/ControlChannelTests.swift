@@ -2,6 +2,7 @@ import Foundation
 import JankControl
 import JankJSON
 import Logging
+import Synchronization
 import Testing
 
 /// A raw line-oriented Unix socket client, to send what the typed client never would.
@@ -70,10 +71,19 @@ struct EchoResult: Codable, Sendable, Equatable { var text: String }
 enum TestMethods {
   static let echo = ControlMethod<EchoParams, EchoResult>("test.echo")
   static let fail = ControlMethod<NoParams, EchoResult>("test.fail")
+  /// Answers 256 KiB, and counts how many times it was made.
+  static let big = ControlMethod<NoParams, EchoResult>("test.big")
+}
+
+/// What the test server's methods did, for tests that look behind the answers.
+final class TestServerProbe: Sendable {
+  let bigAnswersMade = Mutex(0)
+  /// While set, every connection is refused (as the supervisor refuses a plugin's).
+  let refusing = Mutex(false)
 }
 
 /// A control server with a few test methods on a fresh socket.
-func withControlServer(_ body: (String) async throws -> Void) async throws {
+func withControlServer(probe: TestServerProbe = TestServerProbe(), _ body: (String) async throws -> Void) async throws {
   let directory = "/tmp/jank-ctl-\(UUID().uuidString.prefix(8))"
   try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
   defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -86,6 +96,11 @@ func withControlServer(_ body: (String) async throws -> Void) async throws {
   router.register(TestMethods.fail) { _ in
     throw ControlError(.notFound, "nothing here; try something else", details: ["id": "x"])
   }
+  router.register(TestMethods.big) { _ in
+    probe.bigAnswersMade.withLock { $0 += 1 }
+    return EchoResult(text: String(repeating: "b", count: 256 << 10))
+  }
+  router.peerRefusal = { _, _ in probe.refusing.withLock { $0 } ? "refused: this test refuses everyone for now" : nil }
   var limits = ControlServerLimits()
   limits.maximumLineLength = 4096
   limits.maximumConnections = 64
