@@ -54,8 +54,12 @@ struct PluginFolderWalk {
           stack.append((path, depth + 1))
         case .regular:
           files.append(path)
+        case .link:
+          // Never followed, and said so: a user who linked a source in wonders why a change
+          // to it does not rebuild the plugin.
+          problem = problem ?? "'\(path)' is a symbolic link, which is never followed"
         case .other:
-          continue  // links, sockets, fifos, devices: never sources, never followed
+          continue  // sockets, fifos, devices: never sources
         }
       }
     }
@@ -80,7 +84,7 @@ struct FileIdentity: Hashable, Sendable {
 /// folders would otherwise pay for every file. The folder is opened with O_NOFOLLOW: a link
 /// is never listed as the folder it points to.
 struct DirectoryListing {
-  enum Kind { case directory, regular, other }
+  enum Kind { case directory, regular, link, other }
 
   let identity: FileIdentity
   private(set) var entries: [(name: String, kind: Kind)] = []
@@ -104,12 +108,14 @@ struct DirectoryListing {
       switch Int32(entry.pointee.d_type) {
       case Int32(DT_DIR): kind = .directory
       case Int32(DT_REG): kind = .regular
+      case Int32(DT_LNK): kind = .link
       case Int32(DT_UNKNOWN):
         var entryInfo = stat()
         guard fstatat(fd, name, &entryInfo, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
         switch entryInfo.st_mode & S_IFMT {
         case S_IFDIR: kind = .directory
         case S_IFREG: kind = .regular
+        case S_IFLNK: kind = .link
         default: kind = .other
         }
       default: kind = .other

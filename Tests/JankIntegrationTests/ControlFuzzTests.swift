@@ -15,6 +15,8 @@ import Testing
   @Test func randomRequestsGetOneWellFormedAnswerEachAndLeaveTheSupervisorServing() async throws {
     let seed = ProcessInfo.processInfo.environment["JANK_FUZZ_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1 ... .max)
     var random = SplitMix64(seed: seed)
+    // Printed first, so that a failure anywhere (a thrown error too) can be replayed.
+    print("ControlFuzzTests: seed \(seed) (JANK_FUZZ_SEED=\(seed) replays this run)")
     let workspace = try Workspace()
     let id = try workspace.addHelloWorld("hello")
     let supervisor = try await SupervisorProcess(workspace)

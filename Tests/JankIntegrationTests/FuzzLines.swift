@@ -14,8 +14,8 @@ enum FuzzLine {
   static func make(_ random: inout SplitMix64, id: Int, pluginID: String) -> [UInt8] {
     let head = #"{"jsonrpc":"2.0","id":\#(id),"method":"#
     switch Int.random(in: 0..<100, using: &random) {
-    case 0..<10:  // bytes, anything but a newline
-      return (0..<Int.random(in: 1...300, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }.map { $0 == 10 ? 32 : $0 }
+    case 0..<10:  // bytes, anything but a newline (or a CR, which a line may end with: "\r" alone is an empty line, unanswered)
+      return (0..<Int.random(in: 1...300, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }.map { $0 == 10 || $0 == 13 ? 32 : $0 }
     case 10..<20:  // invalid UTF-8 inside a string
       let bad = (0..<Int.random(in: 1...20, using: &random)).map { _ in UInt8.random(in: 0x80...0xFF, using: &random) }
       return Array((head + #""supervisor.status","params":{"x":""#).utf8) + bad + Array(#""}}"#.utf8)

@@ -25,6 +25,7 @@ import Testing
     let begin = clock.now
     let info = try await client.call(ControlMethods.register, RegisterParams(id: id), timeout: .seconds(20))
     #expect(info.status == .ready, "\(info.lastError ?? "")")
+    #expect(info.folderProblem?.contains("is a symbolic link, which is never followed") == true, "\(info.folderProblem ?? "no problem named")")
     // Product bound: nothing a plugin puts in its folder holds a control call; a walk of
     // three files and two folders is milliseconds (the rest is start_timeout_ms's start).
     #expect(clock.now - begin < .seconds(10))
