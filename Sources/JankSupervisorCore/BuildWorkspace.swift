@@ -28,8 +28,14 @@ struct BuildWorkspace {
   init(root: String, identity: (uid: uid_t, gid: gid_t)) throws(BuildFailure) {
     self.root = root
     self.identity = identity
-    // The folders above must let the plugin's uid reach its own (search, not read).
+    // The folders above must let the plugin's uid reach its own (search, not read): the
+    // state folder too, which a umask of 077 makes 0700.
     let parent = String(root[..<(root.lastIndex(of: "/") ?? root.endIndex)])
+    let state = String(parent[..<(parent.lastIndex(of: "/") ?? parent.endIndex)])
+    var stateInfo = stat()
+    if !state.isEmpty, lstat(state, &stateInfo) == 0, stateInfo.st_mode & S_IFMT == S_IFDIR, stateInfo.st_uid == geteuid() {
+      chmod(state, (stateInfo.st_mode & 0o7777) | 0o011)
+    }
     for path in [parent, root] {
       if mkdir(path, 0o711) != 0, errno != EEXIST { throw Self.failure("cannot make \(path)", errno) }
       var info = stat()

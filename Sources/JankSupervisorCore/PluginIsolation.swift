@@ -16,8 +16,9 @@ public enum IsolationMode: Sendable, Equatable {
   public static let defaultRange: ClosedRange<UInt32> = 61_184...65_519
 
   /// What a supervisor needs to run plugins as other users: change uid and gid, give each
-  /// plugin its socket folder (chown), and stop processes of other users (kill).
-  static let neededCapabilities: [(bit: Int, name: String)] = [(0, "CAP_CHOWN"), (5, "CAP_KILL"), (6, "CAP_SETGID"), (7, "CAP_SETUID")]
+  /// plugin its socket folder (chown), stop processes of other users (kill), and copy sources
+  /// into and the output out of a build's folder, which is the plugin's (dac_override).
+  static let neededCapabilities: [(bit: Int, name: String)] = [(0, "CAP_CHOWN"), (1, "CAP_DAC_OVERRIDE"), (5, "CAP_KILL"), (6, "CAP_SETGID"), (7, "CAP_SETUID")]
 
   /// uid mode when the supervisor has the capabilities (root has them all); `range` nil
   /// turns it off.
@@ -30,7 +31,7 @@ public enum IsolationMode: Sendable, Equatable {
     guard missing.isEmpty else {
       return .none(
         reason: "the supervisor runs as uid \(geteuid()) without \(missing.joined(separator: ", ")), so plugins run as its user and can read and write what it can; "
-          + signals + "; run it as root, or grant CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL (deploy/jank-supervisor.service does)")
+          + signals + "; run it as root, or grant CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL CAP_DAC_OVERRIDE (deploy/jank-supervisor.service does)")
     }
     return .uid(range: range)
   }

@@ -140,7 +140,7 @@ import Testing
       "Type=notify", "WatchdogSec=", "Restart=on-failure", "Delegate=yes", "KillMode=mixed", "StateDirectory=jank", "RuntimeDirectory=jank",
       "NoNewPrivileges=yes", "ProtectSystem=strict",
       // Plugins run as uids of their own: exactly what that takes, and no more.
-      "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL", "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL",
+      "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL CAP_DAC_OVERRIDE", "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL CAP_DAC_OVERRIDE",
     ] {
       #expect(supervisorUnit.contains("\n" + setting), "jank-supervisor.service lacks \(setting)")
     }
